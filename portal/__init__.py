@@ -1,0 +1,133 @@
+"""The VPN provisioning portal: `create_app` builds the Flask app; it connects to nothing."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, g, jsonify, make_response, render_template, request
+from flask_wtf.csrf import CSRFError
+from sqlalchemy import event
+from werkzeug.exceptions import HTTPException
+
+from portal.config import build_config
+from portal.crypto import KEYRING_EXTENSION, Keyring
+from portal.extensions import csrf, db, login_manager, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+CONTENT_SECURITY_POLICY = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'self'"
+
+
+def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, instance_path=str(ROOT / "instance"),
+                template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    app.config.update(build_config(os.environ, Path(app.instance_path), overrides or {}))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app.extensions[KEYRING_EXTENSION] = Keyring(app.config["PORTAL_ENCRYPTION_KEYS"])
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            _tune_sqlite(db.engine)
+
+    _register_blueprints(app)
+    _register_request_hooks(app)
+    _register_error_pages(app)
+    _register_commands(app)
+    return app
+
+
+def _tune_sqlite(engine) -> None:
+    """WAL, a busy timeout, foreign keys, and BEGIN IMMEDIATE so concurrent writers queue, not fail."""
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # let the "begin" hook below start transactions
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _register_blueprints(app: Flask) -> None:
+    from portal.audit.views import blueprint as audit
+    from portal.auth.views import blueprint as auth
+    from portal.tenancy.views import blueprint as tenancy
+    from portal.wireguard.views import blueprint as wireguard
+
+    for blueprint in (auth, tenancy, wireguard, audit):
+        app.register_blueprint(blueprint)
+
+
+def _register_request_hooks(app: Flask) -> None:
+    @app.before_request
+    def assign_request_id():
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+
+    @app.after_request
+    def security_headers(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+
+def _register_error_pages(app: Flask) -> None:
+    def error_page(status: int, title: str, message: str):
+        if request.accept_mimetypes.best == "application/json":
+            return jsonify(error={"code": status, "message": message}), status
+        response = make_response(render_template("errors/error.html", status=status, title=title,
+                                                 message=message), status)
+        if request.headers.get("HX-Request") == "true":
+            # htmx does not swap error responses; tell it to show the error page instead
+            response.headers["HX-Retarget"] = "body"
+            response.headers["HX-Reswap"] = "innerHTML"
+        return response
+
+    @app.errorhandler(CSRFError)
+    def csrf_failed(error):
+        return error_page(400, "Form expired", "The form was open too long or came from elsewhere. "
+                          "Go back, reload the page and try again.")
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        return error_page(error.code or 500, error.name, _friendly(error))
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception):
+        app.logger.exception("unhandled error in request %s", g.get("request_id"))
+        db.session.rollback()
+        return error_page(500, "Something went wrong", "The error was logged with request id "
+                          f"{g.get('request_id', '-')}. Nothing was changed.")
+
+
+def _friendly(error: HTTPException) -> str:
+    messages = {
+        403: "Your account cannot open this page.",
+        404: "There is nothing here, or it belongs to someone else.",
+        405: "That action is not available here.",
+    }
+    return messages.get(error.code or 0, error.description or "")
+
+
+def _register_commands(app: Flask) -> None:
+    from portal.cli import register
+
+    register(app)

@@ -1,0 +1,163 @@
+"""Settings from `PORTAL_*` environment variables, with typed parsing and embedded defaults.
+
+Development and testing generate their secrets into `instance/` (with a warning); production refuses
+to start without them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet
+
+log = logging.getLogger(__name__)
+
+ENVIRONMENTS = ("development", "testing", "production")
+DEVELOPMENT_HUB_ENDPOINT = "vpn.example.net"
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the message names it."""
+
+
+def parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+def parse_int_list(raw: str) -> list[int]:
+    return [int(part) for part in raw.split(",") if part.strip()]
+
+
+def parse_str_list(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+# name -> (parser, default). A default of None means "not set".
+SETTINGS: dict[str, tuple[Callable[[str], Any], Any]] = {
+    "ENV": (str, "development"),
+    "SECRET_KEY": (str, None),
+    "ENCRYPTION_KEYS": (parse_str_list, None),
+    "DATABASE_URL": (str, None),
+    "REDIS_URL": (str, None),
+    "QUEUE_NAME": (str, "portal"),
+    "IPAM_POOL": (str, "10.100.0.0-10.254.255.255"),
+    "IPAM_TENANT_PREFIX": (int, 16),
+    "HUB_NAME": (str, "default"),
+    "HUB_ENDPOINT": (str, None),
+    "HUB_PORT": (int, 51820),
+    "HUB_PUBLIC_KEY": (str, None),
+    "HUB_INTERFACE": (str, "wg0"),
+    "HUB_DRIVER": (str, "none"),
+    "JOB_TIMEOUT": (int, 60),
+    "LOCK_TTL": (int, None),
+    "LOCK_WAIT": (float, 5.0),
+    "JOB_RETRY_INTERVALS": (parse_int_list, [5, 15, 60, 300, 900]),
+    "RECONCILE_INTERVAL": (int, 30),
+    "RECONCILE_GRACE": (int, 60),
+    "LOGIN_MAX_FAILURES": (int, 5),
+    "LOGIN_LOCKOUT_SECONDS": (int, 900),
+    "PAGE_SIZE": (int, 25),
+}
+
+
+def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for name, (parse, default) in SETTINGS.items():
+        raw = environ.get(f"PORTAL_{name}")
+        if raw is None:
+            settings[name] = default
+            continue
+        try:
+            settings[name] = parse(raw)
+        except ValueError as error:
+            raise ConfigError(f"PORTAL_{name}: {error}") from error
+    return settings
+
+
+def development_secrets(instance_path: Path) -> dict[str, Any]:
+    """Secrets for development and tests, generated once into `instance/dev-secrets.json`."""
+    path = instance_path / "dev-secrets.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from portal.crypto import generate_keypair  # late: crypto imports nothing from here, keep it so
+
+    hub_key = generate_keypair()
+    secrets = {
+        "SECRET_KEY": Fernet.generate_key().decode(),
+        "ENCRYPTION_KEYS": [Fernet.generate_key().decode()],
+        "HUB_PRIVATE_KEY": hub_key.private,
+        "HUB_PUBLIC_KEY": hub_key.public,
+    }
+    instance_path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(secrets, handle, indent=2)
+    log.warning("Generated development secrets into %s: never use them in production", path)
+    return secrets
+
+
+def build_config(environ: Mapping[str, str], instance_path: Path, overrides: Mapping[str, Any]) -> dict:
+    """The Flask config: environment, then development secrets where allowed, then overrides.
+
+    Overrides named like a setting (`DATABASE_URL`) replace it; any other key (`WTF_CSRF_ENABLED`) goes
+    into the Flask config as it is.
+    """
+    settings = read_environment(environ)
+    settings.update({name: value for name, value in overrides.items() if name in SETTINGS})
+    flask_overrides = {name: value for name, value in overrides.items() if name not in SETTINGS}
+    env = settings["ENV"]
+    if env not in ENVIRONMENTS:
+        raise ConfigError(f"PORTAL_ENV must be one of {', '.join(ENVIRONMENTS)}, not {env!r}")
+    if env == "production":
+        missing = [f"PORTAL_{name}" for name in ("SECRET_KEY", "ENCRYPTION_KEYS") if not settings[name]]
+        if missing:
+            raise ConfigError(f"production refuses to start without {', '.join(missing)}")
+    else:
+        missing = [name for name in ("SECRET_KEY", "ENCRYPTION_KEYS", "HUB_PUBLIC_KEY") if not settings[name]]
+        generated = development_secrets(instance_path) if missing else {}
+        settings.update({name: generated[name] for name in missing})
+        settings["HUB_ENDPOINT"] = settings["HUB_ENDPOINT"] or DEVELOPMENT_HUB_ENDPOINT
+    validate_encryption_keys(settings["ENCRYPTION_KEYS"])
+    if settings["LOCK_TTL"] is None:
+        settings["LOCK_TTL"] = settings["JOB_TIMEOUT"] + 30
+    if settings["LOCK_TTL"] <= settings["JOB_TIMEOUT"]:
+        raise ConfigError("PORTAL_LOCK_TTL must be longer than PORTAL_JOB_TIMEOUT")
+    if not settings["DATABASE_URL"]:
+        settings["DATABASE_URL"] = f"sqlite:///{instance_path / 'portal.db'}"
+    return {**flask_config(settings), **flask_overrides}
+
+
+def validate_encryption_keys(keys: list[str]) -> None:
+    for index, key in enumerate(keys):
+        try:
+            Fernet(key)
+        except ValueError as error:
+            raise ConfigError(f"PORTAL_ENCRYPTION_KEYS entry {index + 1} is not a Fernet key") from error
+
+
+def flask_config(settings: dict[str, Any]) -> dict[str, Any]:
+    production = settings["ENV"] == "production"
+    return {
+        **{f"PORTAL_{name}": value for name, value in settings.items()},
+        "SECRET_KEY": settings["SECRET_KEY"],
+        "TESTING": settings["ENV"] == "testing",
+        "SQLALCHEMY_DATABASE_URI": settings["DATABASE_URL"],
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": production,
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_SECURE": production,
+        "WTF_CSRF_TIME_LIMIT": None,
+    }

@@ -1,0 +1,116 @@
+"""Allocating tenant subnets from the pool and router addresses inside them.
+
+Addresses come from a per-subnet counter plus a free list of returned addresses, both under a row lock
+on the subnet, so allocation costs the same in an empty subnet and in a full one. Unique indexes on
+(subnet, address) among live configurations and on the subnet per tenant are the final guard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+
+from flask import current_app
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+
+from portal.errors import DomainError
+from portal.extensions import db
+from portal.ipam.models import FreeAddress, TenantSubnet
+from portal.ipam.pool import FIRST_ROUTER_HOST_INDEX, Pool, last_host_index, lowest_free_index, usable_hosts
+
+SUBNET_RACE_RETRIES = 5
+
+
+class PoolExhausted(DomainError):
+    code = "pool_exhausted"
+
+
+class SubnetExhausted(DomainError):
+    code = "subnet_exhausted"
+
+
+def configured_pool() -> Pool:
+    return Pool.parse(current_app.config["PORTAL_IPAM_POOL"], current_app.config["PORTAL_IPAM_TENANT_PREFIX"])
+
+
+def subnet_of(tenant_id: int) -> TenantSubnet | None:
+    return db.session.scalar(select(TenantSubnet).where(TenantSubnet.tenant_id == tenant_id))
+
+
+def ensure_subnet(tenant_id: int, hub_id: int) -> TenantSubnet:
+    """The tenant's subnet, allocated from the pool (lowest free slot) on first use."""
+    pool = configured_pool()
+    for _ in range(SUBNET_RACE_RETRIES):
+        existing = subnet_of(tenant_id)
+        if existing is not None:
+            return existing
+        networks = db.session.scalars(select(TenantSubnet.network)).all()
+        slots = (pool.index_of(IPv4Network(network)) for network in networks)
+        index = lowest_free_index([slot for slot in slots if slot is not None], pool.capacity)
+        if index is None:
+            raise PoolExhausted(
+                f"The address pool {pool.first}-{pool.last} has no free /{pool.prefix} left for a new tenant."
+            )
+        subnet = TenantSubnet(tenant_id=tenant_id, hub_id=hub_id, network=str(pool.subnet(index)),
+                              next_host=FIRST_ROUTER_HOST_INDEX)
+        try:
+            with db.session.begin_nested():
+                db.session.add(subnet)
+        except IntegrityError:
+            continue  # another transaction took this slot, or this tenant's subnet: look again
+        return subnet
+    raise PoolExhausted("The address pool is too busy right now; try again.")
+
+
+def allocate_host(subnet: TenantSubnet) -> int:
+    """The lowest free host index in the subnet, taken for the caller's transaction."""
+    db.session.execute(  # lock the subnet row and reload its counter: allocations queue up here
+        select(TenantSubnet).where(TenantSubnet.id == subnet.id).with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    returned = db.session.scalar(
+        select(FreeAddress.host_index).where(FreeAddress.subnet_id == subnet.id)
+        .order_by(FreeAddress.host_index).limit(1)
+    )
+    if returned is not None:
+        db.session.execute(
+            delete(FreeAddress).where(FreeAddress.subnet_id == subnet.id, FreeAddress.host_index == returned)
+        )
+        return returned
+    if subnet.next_host > last_host_index(subnet.ip_network):
+        raise SubnetExhausted(f"The subnet {subnet.network} has no free address left; revoke a router first.")
+    index = subnet.next_host
+    subnet.next_host = index + 1
+    db.session.flush()
+    return index
+
+
+def release_host(subnet_id: int, host_index: int) -> None:
+    db.session.add(FreeAddress(subnet_id=subnet_id, host_index=host_index))
+
+
+@dataclass(frozen=True)
+class SubnetUsage:
+    network: IPv4Network
+    used: int
+    total: int
+
+    @property
+    def free(self) -> int:
+        return self.total - self.used
+
+    @property
+    def percent(self) -> float:
+        return round(100 * self.used / self.total, 2)
+
+
+def usage(tenant_id: int) -> SubnetUsage | None:
+    """Used, free and total host addresses of the tenant's subnet (the hub's counts as used)."""
+    subnet = subnet_of(tenant_id)
+    if subnet is None:
+        return None
+    returned = db.session.scalar(select(func.count()).where(FreeAddress.subnet_id == subnet.id))
+    routers = subnet.next_host - FIRST_ROUTER_HOST_INDEX - returned
+    network = subnet.ip_network
+    return SubnetUsage(network=network, used=routers + 1, total=usable_hosts(network))

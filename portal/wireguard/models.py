@@ -1,0 +1,122 @@
+"""WireGuard hubs, tenants' routers, and each router's configurations (one WireGuard peer each)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.crypto import EncryptedText
+from portal.extensions import db
+from portal.ipam.models import TenantSubnet
+from portal.types import UTCDateTime, utcnow
+
+
+class Hub(db.Model):
+    """A WireGuard server. Its address in each tenant subnet is that subnet's first host."""
+
+    __tablename__ = "hubs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    endpoint_host: Mapped[str] = mapped_column(String(253))
+    endpoint_port: Mapped[int]
+    interface: Mapped[str] = mapped_column(String(15))
+    public_key: Mapped[str] = mapped_column(String(44))
+    private_key: Mapped[str | None] = mapped_column(EncryptedText)
+    driver: Mapped[str] = mapped_column(String(20), default="none")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def managed(self) -> bool:
+        return self.driver != "none"
+
+
+class Router(db.Model):
+    """A tenant's MikroTik device. It outlives its configurations."""
+
+    __tablename__ = "routers"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    configurations: Mapped[list[VpnConfiguration]] = relationship(
+        back_populates="router", order_by="VpnConfiguration.id.desc()"
+    )
+
+    @property
+    def current_configuration(self) -> VpnConfiguration | None:
+        """The live configuration, else the newest revoked one."""
+        return next((c for c in self.configurations if c.is_live), None) or next(iter(self.configurations), None)
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    PROVISIONING = "provisioning"
+    ACTIVE = "active"
+    FAILED = "failed"
+    REVOKING = "revoking"
+    REVOKED = "revoked"
+    ROTATING = "rotating"
+
+
+# States a worker still has to move on; the reconciler re-enqueues rows stuck in them.
+# (`rotating` joins them when key rotation lands with the hub drivers.)
+IN_FLIGHT = (Status.PENDING, Status.PROVISIONING, Status.REVOKING)
+REVOCABLE = (Status.PENDING, Status.FAILED, Status.ACTIVE)
+LIVE_ONLY = text("status <> 'revoked'")
+
+
+class VpnConfiguration(db.Model):
+    """One WireGuard peer of a router: its address, keys and provisioning state.
+
+    `attempt` is the fencing token: each claim by a worker increments it, and every later write of that
+    worker is conditional on it, so a stale worker's writes change nothing.
+    """
+
+    __tablename__ = "vpn_configurations"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({', '.join(repr(s.value) for s in Status)})", name="status"),
+        # Among configurations that are not revoked: one address per tenant, one per router.
+        Index("uq_vpn_configurations_live_address", "subnet_id", "host_index", unique=True,
+              sqlite_where=LIVE_ONLY, postgresql_where=LIVE_ONLY),
+        Index("uq_vpn_configurations_live_router", "router_id", unique=True,
+              sqlite_where=LIVE_ONLY, postgresql_where=LIVE_ONLY),
+        Index("ix_vpn_configurations_status_updated", "status", "updated_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    router_id: Mapped[int] = mapped_column(ForeignKey("routers.id"))
+    hub_id: Mapped[int] = mapped_column(ForeignKey("hubs.id"))
+    subnet_id: Mapped[int] = mapped_column(ForeignKey("tenant_subnets.id"))
+    host_index: Mapped[int]
+    address: Mapped[str] = mapped_column(String(15))
+    public_key: Mapped[str] = mapped_column(String(44))
+    private_key: Mapped[str | None] = mapped_column(EncryptedText)
+    preshared_key: Mapped[str | None] = mapped_column(EncryptedText)
+    status: Mapped[str] = mapped_column(String(16), default=Status.PENDING)
+    attempt: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    router: Mapped[Router] = relationship(back_populates="configurations")
+    hub: Mapped[Hub] = relationship()
+    subnet: Mapped[TenantSubnet] = relationship()
+
+    @property
+    def is_live(self) -> bool:
+        return self.status != Status.REVOKED
+
+    @property
+    def downloadable(self) -> bool:
+        return self.status != Status.REVOKED and self.private_key is not None

@@ -1,0 +1,244 @@
+"""Routers and their WireGuard configurations: creation, revocation, retry, and the work jobs do.
+
+Views and jobs call these functions with explicit arguments; they add and flush, and the caller
+commits once. Jobs are enqueued by the caller after the commit (see `portal.wireguard.jobs`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import timedelta
+from ipaddress import IPv4Network
+
+from flask import current_app
+from sqlalchemy import func, select, update
+
+from portal.audit.service import Actor, record
+from portal.crypto import generate_keypair, generate_preshared_key
+from portal.errors import Conflict, DomainError
+from portal.extensions import db
+from portal.ipam import service as ipam
+from portal.ipam.models import TenantSubnet
+from portal.ipam.pool import host_address, hub_address
+from portal.types import utcnow
+from portal.wireguard.models import IN_FLIGHT, REVOCABLE, Hub, Router, Status, VpnConfiguration
+from portal.wireguard.render import PeerConfig
+
+ROUTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
+ROUTER_NAME_RULE = (
+    "1 to 64 characters: letters, digits, spaces, dots, dashes and underscores, starting with a letter or digit"
+)
+NOTE_MAX = 500
+
+
+def validate_router_name(name: str) -> str:
+    name = name.strip()
+    if not ROUTER_NAME.fullmatch(name):
+        raise DomainError(f"Router names are {ROUTER_NAME_RULE}.")
+    return name
+
+
+def name_taken(tenant_id: int, name: str) -> bool:
+    return db.session.scalar(
+        select(func.count()).where(Router.tenant_id == tenant_id, func.lower(Router.name) == name.lower())
+    ) > 0
+
+
+# Hubs -------------------------------------------------------------------------------------------
+
+def default_hub() -> Hub:
+    """The hub new tenants go to: the least loaded one, or the one described by the settings."""
+    hub = db.session.scalar(
+        select(Hub).outerjoin(TenantSubnet, TenantSubnet.hub_id == Hub.id)
+        .group_by(Hub.id).order_by(func.count(TenantSubnet.id), Hub.id).limit(1)
+    )
+    return hub if hub is not None else create_hub_from_settings()
+
+
+def create_hub_from_settings() -> Hub:
+    config = current_app.config
+    if not config["PORTAL_HUB_ENDPOINT"] or not config["PORTAL_HUB_PUBLIC_KEY"]:
+        raise DomainError("No WireGuard hub is configured: set PORTAL_HUB_ENDPOINT and PORTAL_HUB_PUBLIC_KEY.")
+    hub = Hub(name=config["PORTAL_HUB_NAME"], endpoint_host=config["PORTAL_HUB_ENDPOINT"],
+              endpoint_port=config["PORTAL_HUB_PORT"], interface=config["PORTAL_HUB_INTERFACE"],
+              public_key=config["PORTAL_HUB_PUBLIC_KEY"], driver=config["PORTAL_HUB_DRIVER"])
+    db.session.add(hub)
+    db.session.flush()
+    return hub
+
+
+# Creating ---------------------------------------------------------------------------------------
+
+def add_router(actor: Actor, tenant_id: int, name: str, note: str = "") -> Router:
+    """A new router and its first configuration (status pending), in the caller's transaction."""
+    name = validate_router_name(name)
+    note = note.strip()
+    if len(note) > NOTE_MAX:
+        raise DomainError(f"The note is limited to {NOTE_MAX} characters.")
+    if name_taken(tenant_id, name):
+        raise Conflict(f"You already have a router named {name!r}.")
+    router = Router(tenant_id=tenant_id, name=name, note=note)
+    db.session.add(router)
+    db.session.flush()
+    configuration = _new_configuration(router)
+    record("router.created", actor, tenant_id=tenant_id, target=router, details={"name": name})
+    _record_configuration_created(actor, configuration)
+    return router
+
+
+def add_configuration(actor: Actor, router: Router) -> VpnConfiguration:
+    """A fresh configuration (new keys, new address) for a router whose configuration was revoked."""
+    live = db.session.scalar(select(VpnConfiguration).where(
+        VpnConfiguration.router_id == router.id, VpnConfiguration.status != Status.REVOKED))
+    if live is not None:
+        raise Conflict("This router already has a configuration; revoke it before creating a new one.")
+    configuration = _new_configuration(router)
+    _record_configuration_created(actor, configuration)
+    return configuration
+
+
+def _new_configuration(router: Router) -> VpnConfiguration:
+    existing = ipam.subnet_of(router.tenant_id)
+    subnet = existing if existing is not None else ipam.ensure_subnet(router.tenant_id, default_hub().id)
+    host_index = ipam.allocate_host(subnet)
+    keys = generate_keypair()
+    configuration = VpnConfiguration(
+        tenant_id=router.tenant_id, router=router, hub_id=subnet.hub_id, subnet_id=subnet.id,
+        host_index=host_index, address=str(host_address(subnet.ip_network, host_index)),
+        public_key=keys.public, private_key=keys.private, preshared_key=generate_preshared_key(),
+        status=Status.PENDING,
+    )
+    db.session.add(configuration)
+    db.session.flush()
+    return configuration
+
+
+def _record_configuration_created(actor: Actor, configuration: VpnConfiguration) -> None:
+    record("configuration.created", actor, tenant_id=configuration.tenant_id, target=configuration,
+           details={"router_id": configuration.router_id, "address": configuration.address,
+                    "public_key": configuration.public_key, "hub_id": configuration.hub_id})
+
+
+# Human-initiated transitions --------------------------------------------------------------------
+
+def request_revocation(actor: Actor, configuration: VpnConfiguration) -> None:
+    """Mark the configuration for revocation (irreversible); a job removes the peer."""
+    moved = _compare_and_set(configuration.id, REVOCABLE, status=Status.REVOKING, last_error=None)
+    if not moved:
+        db.session.refresh(configuration)
+        raise Conflict(_cannot_revoke_reason(configuration.status))
+    db.session.refresh(configuration)
+    record("configuration.revoke.requested", actor, tenant_id=configuration.tenant_id, target=configuration)
+
+
+def _cannot_revoke_reason(status: str) -> str:
+    if status in (Status.REVOKING, Status.REVOKED):
+        return "This configuration is already revoked or being revoked."
+    return f"This configuration is {status}; revoke it once that finishes."
+
+
+def request_retry(actor: Actor, configuration: VpnConfiguration) -> None:
+    """Send a failed configuration back to provisioning."""
+    if not _compare_and_set(configuration.id, (Status.FAILED,), status=Status.PENDING):
+        raise Conflict("Only a failed configuration can be retried.")
+    db.session.refresh(configuration)
+    record("configuration.retry.requested", actor, tenant_id=configuration.tenant_id, target=configuration)
+
+
+def _compare_and_set(configuration_id: int, from_states: Sequence[str], **values) -> bool:
+    result = db.session.execute(
+        update(VpnConfiguration)
+        .where(VpnConfiguration.id == configuration_id, VpnConfiguration.status.in_(list(from_states)))
+        .values(updated_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+# Queries ----------------------------------------------------------------------------------------
+
+SORTS = {
+    "name": Router.name,
+    "created": Router.created_at,
+}
+
+
+def routers_page(tenant_id: int, *, search: str = "", sort: str = "name", descending: bool = False,
+                 page: int = 1, per_page: int = 25):
+    """One page of the tenant's routers, each with its live (or newest) configuration loaded."""
+    query = select(Router).where(Router.tenant_id == tenant_id)
+    if search:
+        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Router.name.ilike(f"%{escaped}%", escape="\\"))
+    column = SORTS.get(sort, Router.name)
+    query = query.order_by(column.desc() if descending else column.asc(), Router.id)
+    return db.paginate(query, page=page, per_page=per_page, error_out=False)
+
+
+def live_configuration_counts(tenant_id: int) -> dict[str, int]:
+    rows = db.session.execute(
+        select(VpnConfiguration.status, func.count()).where(VpnConfiguration.tenant_id == tenant_id)
+        .group_by(VpnConfiguration.status)
+    ).all()
+    return {status: count for status, count in rows}
+
+
+def peer_config(configuration: VpnConfiguration) -> PeerConfig:
+    """What the renderers need, for a configuration that still has its keys."""
+    if not configuration.downloadable:
+        raise Conflict("A revoked configuration cannot be downloaded; create a new configuration.")
+    network = IPv4Network(configuration.subnet.network)
+    hub = configuration.hub
+    return PeerConfig(
+        configuration_id=configuration.id, router_name=configuration.router.name,
+        address=host_address(network, configuration.host_index), subnet=network,
+        hub_address=hub_address(network), private_key=configuration.private_key,
+        preshared_key=configuration.preshared_key, hub_public_key=hub.public_key,
+        hub_endpoint_host=hub.endpoint_host, hub_endpoint_port=hub.endpoint_port,
+    )
+
+
+def record_download(actor: Actor, configuration: VpnConfiguration, kind: str) -> None:
+    record("configuration.downloaded", actor, tenant_id=configuration.tenant_id, target=configuration,
+           details={"format": kind})
+
+
+def stuck_configurations(older_than_seconds: int) -> Sequence[VpnConfiguration]:
+    """Configurations in a non-terminal state that no one has moved for a while."""
+    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+    return db.session.scalars(
+        select(VpnConfiguration)
+        .where(VpnConfiguration.status.in_(list(IN_FLIGHT)), VpnConfiguration.updated_at <= cutoff)
+        .order_by(VpnConfiguration.id)
+    ).all()
+
+
+# Worker-side transitions (fenced by `attempt`) ---------------------------------------------------
+
+def claim(configuration_id: int, from_states: Sequence[str], to_state: str) -> int | None:
+    """Take the configuration for one attempt: the new attempt number, or None if its state forbids it."""
+    return db.session.execute(
+        update(VpnConfiguration)
+        .where(VpnConfiguration.id == configuration_id, VpnConfiguration.status.in_(list(from_states)))
+        .values(status=to_state, attempt=VpnConfiguration.attempt + 1, updated_at=utcnow())
+        .returning(VpnConfiguration.attempt)
+        .execution_options(synchronize_session=False)
+    ).scalar_one_or_none()
+
+
+def finish(configuration_id: int, attempt: int, from_state: str, **values) -> VpnConfiguration | None:
+    """Write the outcome of attempt `attempt`; None (and nothing written) if a later attempt took over."""
+    result = db.session.execute(
+        update(VpnConfiguration)
+        .where(VpnConfiguration.id == configuration_id, VpnConfiguration.attempt == attempt,
+               VpnConfiguration.status == from_state)
+        .values(updated_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    configuration = db.session.get(VpnConfiguration, configuration_id, populate_existing=True)
+    if values.get("status") == Status.REVOKED:
+        ipam.release_host(configuration.subnet_id, configuration.host_index)
+    return configuration

@@ -1,0 +1,168 @@
+"""Routers, their configurations and downloads, for tenant admins."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
+from sqlalchemy.exc import IntegrityError
+
+from portal.audit.service import events_for
+from portal.errors import DomainError
+from portal.extensions import db
+from portal.htmx import page_or_fragment, redirect_after_post
+from portal.ipam.service import usage
+from portal.tenancy.access import current_tenant_id, request_actor, tenant_admin_required
+from portal.tenancy.scope import get_owned_or_404
+from portal.wireguard import jobs, service
+from portal.wireguard.forms import ActionForm, RouterForm
+from portal.wireguard.models import Router, Status, VpnConfiguration
+from portal.wireguard.render import download_filename, render_conf, render_rsc
+
+blueprint = Blueprint("wireguard", __name__)
+
+DOWNLOADS = {
+    "rsc": (render_rsc, "text/plain; charset=utf-8"),
+    "conf": (render_conf, "text/plain; charset=utf-8"),
+}
+
+
+@blueprint.route("/routers")
+@tenant_admin_required
+def routers():
+    tenant_id = current_tenant_id()
+    args = request.args
+    listing = {
+        "search": args.get("q", "").strip()[:64],
+        "sort": args.get("sort", "name") if args.get("sort") in service.SORTS else "name",
+        "descending": args.get("dir") == "desc",
+    }
+    page = service.routers_page(tenant_id, page=args.get("page", 1, type=int),
+                                per_page=current_app.config["PORTAL_PAGE_SIZE"], **listing)
+    return page_or_fragment("wireguard/routers.html", "wireguard/_router_table.html",
+                            page=page, listing=listing, usage=usage(tenant_id))
+
+
+@blueprint.route("/routers/subnet")
+@tenant_admin_required
+def subnet():
+    return page_or_fragment("wireguard/subnet.html", "wireguard/_subnet.html", usage=usage(current_tenant_id()))
+
+
+@blueprint.route("/routers/new", methods=["GET", "POST"])
+@tenant_admin_required
+def new_router():
+    form = RouterForm()
+    if form.validate_on_submit():
+        try:
+            router = service.add_router(request_actor(), current_tenant_id(), form.name.data, form.note.data or "")
+            db.session.commit()
+        except DomainError as error:
+            db.session.rollback()
+            form.name.errors.append(str(error))
+        except IntegrityError:
+            db.session.rollback()  # a double submit raced the name check; the first one won
+            form.name.errors.append(f"You already have a router named {form.name.data!r}.")
+        else:
+            jobs.enqueue_provision(router.current_configuration.id)
+            flash(f"Router {router.name} added; its configuration is being provisioned.")
+            return redirect_after_post(url_for("wireguard.router", router_id=router.id))
+    status = 422 if form.errors else 200
+    return page_or_fragment("wireguard/new_router.html", "wireguard/_router_form.html", form=form), status
+
+
+@blueprint.route("/routers/<int:router_id>")
+@tenant_admin_required
+def router(router_id: int):
+    router = get_owned_or_404(Router, router_id, current_tenant_id())
+    return render_template("wireguard/router.html", router=router, configuration=router.current_configuration,
+                           history=_history(router), action_form=ActionForm())
+
+
+@blueprint.route("/routers/<int:router_id>/configuration")
+@tenant_admin_required
+def configuration_panel(router_id: int):
+    router = get_owned_or_404(Router, router_id, current_tenant_id())
+    return page_or_fragment("wireguard/router.html", "wireguard/_configuration.html", router=router,
+                            configuration=router.current_configuration, history=_history(router),
+                            action_form=ActionForm())
+
+
+def _history(router: Router):
+    return events_for(router.tenant_id, targets=[router, *router.configurations], per_page=30).items
+
+
+@blueprint.route("/routers/<int:router_id>/revoke", methods=["GET", "POST"])
+@tenant_admin_required
+def revoke(router_id: int):
+    router = get_owned_or_404(Router, router_id, current_tenant_id())
+    configuration = router.current_configuration
+    form = ActionForm()
+    if configuration is None or not configuration.is_live:
+        flash("This router has no configuration to revoke.")
+        return redirect(url_for("wireguard.router", router_id=router.id), 303)
+    if form.validate_on_submit():
+        try:
+            service.request_revocation(request_actor(), configuration)
+            db.session.commit()
+        except DomainError as error:
+            db.session.rollback()
+            flash(str(error), "error")
+        else:
+            jobs.enqueue_revoke(configuration.id)
+            flash(f"Revoking the configuration of {router.name}. This cannot be undone.")
+        return redirect(url_for("wireguard.router", router_id=router.id), 303)
+    return render_template("wireguard/revoke.html", router=router, configuration=configuration, form=form)
+
+
+@blueprint.route("/routers/<int:router_id>/configurations", methods=["POST"])
+@tenant_admin_required
+def new_configuration(router_id: int):
+    router = get_owned_or_404(Router, router_id, current_tenant_id())
+    if ActionForm().validate_on_submit():
+        try:
+            configuration = service.add_configuration(request_actor(), router)
+            db.session.commit()
+        except (DomainError, IntegrityError) as error:
+            db.session.rollback()
+            flash(str(error) if isinstance(error, DomainError) else "This router already has a configuration.",
+                  "error")
+        else:
+            jobs.enqueue_provision(configuration.id)
+            flash("New configuration created with new keys; download it once it is active.")
+    return redirect(url_for("wireguard.router", router_id=router.id), 303)
+
+
+@blueprint.route("/configurations/<int:configuration_id>/retry", methods=["POST"])
+@tenant_admin_required
+def retry(configuration_id: int):
+    configuration = get_owned_or_404(VpnConfiguration, configuration_id, current_tenant_id())
+    if ActionForm().validate_on_submit():
+        try:
+            service.request_retry(request_actor(), configuration)
+            db.session.commit()
+        except DomainError as error:
+            db.session.rollback()
+            flash(str(error), "error")
+        else:
+            jobs.enqueue_provision(configuration.id)
+            flash("Provisioning again.")
+    return redirect(url_for("wireguard.router", router_id=configuration.router_id), 303)
+
+
+@blueprint.route("/configurations/<int:configuration_id>/download.<kind>")
+@tenant_admin_required
+def download(configuration_id: int, kind: str):
+    configuration = get_owned_or_404(VpnConfiguration, configuration_id, current_tenant_id())
+    if kind not in DOWNLOADS:
+        abort(404)
+    if configuration.status == Status.REVOKED:
+        flash("A revoked configuration cannot be downloaded.", "error")
+        return redirect(url_for("wireguard.router", router_id=configuration.router_id), 303)
+    renderer, content_type = DOWNLOADS[kind]
+    body = renderer(service.peer_config(configuration))
+    service.record_download(request_actor(), configuration, kind)
+    db.session.commit()
+    filename = download_filename(configuration.router.name, configuration.id, kind)
+    return Response(body, content_type=content_type, headers={
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Cache-Control": "no-store",
+    })

