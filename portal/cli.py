@@ -7,7 +7,7 @@ import secrets
 import click
 from cryptography.fernet import Fernet
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import Text, literal, select, type_coerce
 
 from portal.audit.service import Actor, verify_chain
@@ -92,6 +92,7 @@ def seed_demo() -> list[tuple[str, str, str]]:
 
 
 @click.command("seed-demo")
+@with_appcontext
 def seed_demo_command() -> None:
     """Create the demo tenant and users (once) and print their passwords."""
     created = seed_demo()
@@ -145,6 +146,7 @@ def verify_audit() -> None:
 
 
 @click.command("reconcile")
+@with_appcontext
 @click.option("--dry-run", is_flag=True, help="Show what would be re-enqueued; change nothing.")
 def reconcile_command(dry_run: bool) -> None:
     """Re-enqueue configurations stuck in a non-terminal state."""

@@ -12,9 +12,9 @@ def wants_fragment() -> bool:
             and headers.get("HX-History-Restore-Request") != "true")
 
 
-def page_or_fragment(page: str, fragment: str, **context):
-    """Render `fragment` for a plain HTMX request, else the whole `page` (which includes the fragment)."""
-    response = make_response(render_template(fragment if wants_fragment() else page, **context))
+def page_or_fragment(page_template: str, fragment_template: str, **context):
+    """Render the fragment for a plain HTMX request, else the whole page (which includes the fragment)."""
+    response = make_response(render_template(fragment_template if wants_fragment() else page_template, **context))
     response.vary.add("HX-Request")
     return response
 

@@ -17,6 +17,8 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -90,11 +92,14 @@ def app():
     from flask_migrate import upgrade
 
     from portal import create_app
+    from portal.extensions import db
 
     app = create_app()
     with app.app_context():
         upgrade()
-    return app
+    yield app
+    with app.app_context():
+        db.engine.dispose()
 
 
 @pytest.fixture
@@ -118,8 +123,7 @@ def unique(prefix: str) -> str:
     return f"{prefix} {os.getpid()}-{next(_names)}"
 
 
-@pytest.fixture
-def tenant_admin(app):
+def create_tenant_admin(app) -> tuple[int, str]:
     """A fresh tenant and its admin: (tenant id, admin e-mail)."""
     from portal.audit.service import Actor
     from portal.extensions import db
@@ -132,6 +136,17 @@ def tenant_admin(app):
         service.create_user(Actor.system("test"), email, vectors.PASSWORD, Role.TENANT_ADMIN, tenant.id)
         db.session.commit()
         return tenant.id, email
+
+
+@pytest.fixture
+def tenant_admin(app):
+    return create_tenant_admin(app)
+
+
+@pytest.fixture
+def other_tenant_admin(app):
+    """A second tenant, for checks that one tenant cannot reach another's rows."""
+    return create_tenant_admin(app)
 
 
 @pytest.fixture
@@ -173,9 +188,9 @@ def admin_client(app, tenant_admin):
     return client
 
 
-def post(client, path: str, data: dict | None = None, **kwargs):
-    """POST a form with a valid CSRF token, as the browser would after loading a page."""
-    return client.post(path, data={**(data or {}), "csrf_token": csrf_token(client, "/routers")}, **kwargs)
+def post(client, path: str, data: dict | None = None, token_page: str = "/routers", **kwargs):
+    """POST a form with a valid CSRF token, as the browser would after loading `token_page`."""
+    return client.post(path, data={**(data or {}), "csrf_token": csrf_token(client, token_page)}, **kwargs)
 
 
 def add_router(client, name: str, note: str = ""):
@@ -193,3 +208,18 @@ def worker_process(*args: str, env: dict | None = None) -> subprocess.Popen:
     """A worker in its own process, as `worker.py` runs in production (optionally with a test driver)."""
     return subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "worker.py"), *args],
                             env={**os.environ, **(env or {})}, cwd=ROOT)
+
+
+@contextmanager
+def served(app):
+    """The app behind a real threaded HTTP server on a free port; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join()

@@ -1,6 +1,6 @@
 """Passwords and login throttling.
 
-Failed logins are counted in Redis per e-mail address and per client address, in a fixed window;
+Failed logins are counted in Redis per e-mail address and (more leniently) per client address, in a fixed window;
 past the limit, logins are refused until the window ends (the count is a rate limit, not data).
 """
 
@@ -17,6 +17,8 @@ from portal.jobs import redis_connection
 from portal.tenancy.models import User
 
 PASSWORD_MIN = 10
+# One address may be a whole office behind NAT: it gets this many times the per-account limit.
+IP_LIMIT_FACTOR = 10
 # Compared against when the e-mail is unknown, so both paths cost one scrypt.
 _UNKNOWN_USER_HASH = generate_password_hash("no such user, no such password")
 
@@ -46,8 +48,9 @@ def authenticate(email: str, password: str, ip: str) -> LoginResult:
     config = current_app.config
     redis = redis_connection()
     keys = _throttle_keys(email, ip)
-    counts = [int(value or 0) for value in redis.mget(keys)]
-    if max(counts) >= config["PORTAL_LOGIN_MAX_FAILURES"]:
+    email_failures, ip_failures = (int(value or 0) for value in redis.mget(keys))
+    limit = config["PORTAL_LOGIN_MAX_FAILURES"]
+    if email_failures >= limit or ip_failures >= limit * IP_LIMIT_FACTOR:
         return LoginResult(retry_after=max(redis.ttl(key) for key in keys))
     user = db.session.scalar(select(User).where(func.lower(User.email) == email))
     if user is not None and user.active and check_password_hash(user.password_hash, password):
@@ -56,8 +59,8 @@ def authenticate(email: str, password: str, ip: str) -> LoginResult:
     if user is None:
         check_password_hash(_UNKNOWN_USER_HASH, password)
     with redis.pipeline() as pipe:
-        for key in keys:
+        for key in keys:  # the window starts at the first failure (SET NX works on Redis 6 too)
+            pipe.set(key, 0, ex=config["PORTAL_LOGIN_LOCKOUT_SECONDS"], nx=True)
             pipe.incr(key)
-            pipe.expire(key, config["PORTAL_LOGIN_LOCKOUT_SECONDS"], nx=True)
         pipe.execute()
     return LoginResult()

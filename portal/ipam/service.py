@@ -65,10 +65,10 @@ def ensure_subnet(tenant_id: int, hub_id: int) -> TenantSubnet:
 
 def allocate_host(subnet: TenantSubnet) -> int:
     """The lowest free host index in the subnet, taken for the caller's transaction."""
-    db.session.execute(  # lock the subnet row and reload its counter: allocations queue up here
+    subnet = db.session.scalars(  # lock the subnet row and reload its counter: allocations queue up here
         select(TenantSubnet).where(TenantSubnet.id == subnet.id).with_for_update()
         .execution_options(populate_existing=True)
-    )
+    ).one()
     returned = db.session.scalar(
         select(FreeAddress.host_index).where(FreeAddress.subnet_id == subnet.id)
         .order_by(FreeAddress.host_index).limit(1)

@@ -1,5 +1,5 @@
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, SelectField, StringField
+from wtforms import EmailField, PasswordField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length
 
 from portal.tenancy.models import Role
@@ -12,6 +12,7 @@ class TenantForm(FlaskForm):
 class UserForm(FlaskForm):
     email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
     password = PasswordField("Initial password", validators=[DataRequired(), Length(min=10, max=1024)])
-    role = SelectField("Role", choices=[(role.value, role.label) for role in Role], default=Role.TENANT_ADMIN)
+    role = SelectField("Role", choices=[SelectChoice(role.value, role.label) for role in Role],
+                       default=Role.TENANT_ADMIN)
     tenant_id = SelectField("Tenant", coerce=int, choices=[], validate_choice=False,
                             description="Tenant admins only; platform staff belong to no tenant.")

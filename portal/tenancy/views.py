@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, url_for
+from wtforms import SelectChoice
 
 from portal.errors import DomainError
 from portal.extensions import db
@@ -35,7 +36,7 @@ def tenants():
 @platform_admin_required
 def users():
     form = UserForm()
-    form.tenant_id.choices = [(0, "- none -")] + [(t.id, t.name) for t in service.all_tenants()]
+    form.tenant_id.choices = [SelectChoice(0, "- none -")] + [SelectChoice(t.id, t.name) for t in service.all_tenants()]
     if form.validate_on_submit():
         try:
             user = service.create_user(request_actor(), form.email.data, form.password.data,

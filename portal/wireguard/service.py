@@ -13,6 +13,7 @@ from ipaddress import IPv4Network
 
 from flask import current_app
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from portal.audit.service import Actor, record
 from portal.crypto import generate_keypair, generate_preshared_key
@@ -63,8 +64,11 @@ def create_hub_from_settings() -> Hub:
     hub = Hub(name=config["PORTAL_HUB_NAME"], endpoint_host=config["PORTAL_HUB_ENDPOINT"],
               endpoint_port=config["PORTAL_HUB_PORT"], interface=config["PORTAL_HUB_INTERFACE"],
               public_key=config["PORTAL_HUB_PUBLIC_KEY"], driver=config["PORTAL_HUB_DRIVER"])
-    db.session.add(hub)
-    db.session.flush()
+    try:
+        with db.session.begin_nested():
+            db.session.add(hub)
+    except IntegrityError:  # a concurrent first router created it a moment ago
+        return db.session.scalar(select(Hub).where(Hub.name == hub.name))
     return hub
 
 
