@@ -223,3 +223,12 @@ def served(app):
     finally:
         server.shutdown()
         thread.join()
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip a system test whose prerequisite is missing, or fail it when PORTAL_E2E=required (CI)."""
+    if condition:
+        return
+    if os.environ.get("PORTAL_E2E") == "required":
+        pytest.fail(f"system test cannot run here: {reason} (PORTAL_E2E=required)")
+    pytest.skip(reason)

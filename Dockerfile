@@ -1,0 +1,27 @@
+# The portal's web process. Workers use the same image: `docker run IMAGE python worker.py`.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    FLASK_APP=portal \
+    PORTAL_ENV=production
+
+RUN useradd --create-home --uid 10001 portal
+WORKDIR /app
+
+COPY pyproject.toml README.md ./
+COPY portal ./portal
+# Editable, so the package finds templates/, static/ and migrations/ beside it in /app.
+RUN pip install --no-cache-dir -e .
+
+COPY migrations ./migrations
+COPY templates ./templates
+COPY static ./static
+COPY worker.py ./
+RUN mkdir instance && chown portal instance
+
+USER portal
+EXPOSE 8000
+
+# Migrations run by command before the web server starts, never inside create_app.
+CMD ["sh", "-c", "flask db upgrade && exec gunicorn --bind 0.0.0.0:8000 --workers 1 --threads 32 --worker-class gthread 'portal:create_app()'"]
