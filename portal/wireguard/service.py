@@ -14,6 +14,7 @@ from ipaddress import IPv4Network
 from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from portal.audit.service import Actor, record
 from portal.crypto import generate_keypair, generate_preshared_key
@@ -171,7 +172,7 @@ SORTS = {
 def routers_page(tenant_id: int, *, search: str = "", sort: str = "name", descending: bool = False,
                  page: int = 1, per_page: int = 25):
     """One page of the tenant's routers, each with its live (or newest) configuration loaded."""
-    query = select(Router).where(Router.tenant_id == tenant_id)
+    query = select(Router).where(Router.tenant_id == tenant_id).options(selectinload(Router.configurations))
     if search:
         escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(Router.name.ilike(f"%{escaped}%", escape="\\"))
