@@ -222,3 +222,12 @@ def test_platform_admin_manages_tenants_and_users_but_not_routers(app, platform_
 def test_tenant_admin_cannot_open_platform_pages(admin_client):
     assert admin_client.get("/admin/tenants").status_code == 403
     assert admin_client.get("/admin/users").status_code == 403
+
+
+def test_platform_admin_sees_hubs_and_that_the_default_one_is_not_managed(app, admin_client, platform_admin):
+    add_router(admin_client, "puts-a-tenant-on-the-hub")
+    client = app.test_client()
+    login(client, platform_admin)
+    page = client.get("/admin/hubs").get_data(as_text=True)
+    assert "hub.test.example:51820" in page and "not managed by the portal" in page
+    assert admin_client.get("/admin/hubs").status_code == 403

@@ -73,6 +73,14 @@ def create_hub_from_settings() -> Hub:
     return hub
 
 
+def hubs_with_tenant_counts() -> list[tuple[Hub, int]]:
+    rows = db.session.execute(
+        select(Hub, func.count(TenantSubnet.id)).outerjoin(TenantSubnet, TenantSubnet.hub_id == Hub.id)
+        .group_by(Hub.id).order_by(Hub.name)
+    ).all()
+    return [(hub, tenants) for hub, tenants in rows]
+
+
 # Creating ---------------------------------------------------------------------------------------
 
 def add_router(actor: Actor, tenant_id: int, name: str, note: str = "") -> Router:

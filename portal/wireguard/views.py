@@ -10,7 +10,7 @@ from portal.errors import DomainError
 from portal.extensions import db
 from portal.htmx import page_or_fragment, redirect_after_post
 from portal.ipam.service import usage
-from portal.tenancy.access import current_tenant_id, request_actor, tenant_admin_required
+from portal.tenancy.access import current_tenant_id, platform_admin_required, request_actor, tenant_admin_required
 from portal.tenancy.scope import get_owned_or_404
 from portal.wireguard import jobs, service
 from portal.wireguard.forms import ActionForm, RouterForm
@@ -166,3 +166,9 @@ def download(configuration_id: int, kind: str):
         "Content-Disposition": f'attachment; filename="{filename}"',
         "Cache-Control": "no-store",
     })
+
+
+@blueprint.route("/admin/hubs")
+@platform_admin_required
+def hubs():
+    return render_template("wireguard/hubs.html", hubs=service.hubs_with_tenant_counts())
