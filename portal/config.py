@@ -99,9 +99,16 @@ def development_secrets(instance_path: Path) -> dict[str, Any]:
         "HUB_PUBLIC_KEY": hub_key.public,
     }
     instance_path.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    draft = instance_path / f".dev-secrets.{os.getpid()}.tmp"
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump(secrets, handle, indent=2)
+    try:
+        os.link(draft, path)  # atomic and exclusive: a process starting at the same moment keeps the first file
+    except FileExistsError:
+        return json.loads(path.read_text())
+    finally:
+        draft.unlink()
     log.warning("Generated development secrets into %s: never use them in production", path)
     return secrets
 

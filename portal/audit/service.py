@@ -42,12 +42,18 @@ class Actor:
         return cls(user_id=None, label=label)
 
 
-def reject_secrets(details: dict[str, Any]) -> None:
+def reject_secrets(details: Any) -> None:
+    """ValueError if any key, at any depth (inside lists too), names a secret."""
+    if isinstance(details, (list, tuple)):
+        for item in details:
+            reject_secrets(item)
+        return
+    if not isinstance(details, dict):
+        return
     for key, value in details.items():
-        if any(word in key.lower() for word in SECRET_WORDS):
+        if any(word in str(key).lower() for word in SECRET_WORDS):
             raise ValueError(f"audit details must not carry secrets (key {key!r})")
-        if isinstance(value, dict):
-            reject_secrets(value)
+        reject_secrets(value)
 
 
 def event_hash(event: AuditEvent) -> str:
@@ -80,7 +86,9 @@ def record(
     """Append one event in the current transaction. Call it after the change it records."""
     details = details or {}
     reject_secrets(details)
-    head = db.session.execute(select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update()).scalar_one()
+    head = db.session.execute(  # lock the head and read it fresh: a stale hash would fork the chain
+        select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update().execution_options(populate_existing=True)
+    ).scalar_one()
     event = AuditEvent(
         created_at=utcnow(),
         actor_id=actor.user_id,

@@ -51,14 +51,14 @@ class Pool:
             raise IndexError(f"subnet index {index} is outside a pool of {self.capacity}")
         return IPv4Network((int(self.first) + index * self.subnet_size, self.prefix))
 
-    def index_of(self, network: IPv4Network) -> int | None:
-        """The slot of `network` in this pool, or None if it is not one of the pool's subnets."""
-        offset = int(network.network_address) - int(self.first)
-        if network.prefixlen != self.prefix or offset < 0 or offset % self.subnet_size:
-            return None
-        index = offset // self.subnet_size
-        return index if index < self.capacity else None
-
+    def slots_overlapping(self, network: IPv4Network) -> range:
+        """The slots of this pool that share an address with `network` (any size, inside the pool or not)."""
+        first = max(int(network.network_address), int(self.first))
+        last = min(int(network.broadcast_address), int(self.last))
+        if first > last:
+            return range(0)
+        start = int(self.first)
+        return range((first - start) // self.subnet_size, (last - start) // self.subnet_size + 1)
 
 def lowest_free_index(taken: list[int], capacity: int) -> int | None:
     """The smallest index in range(capacity) not in `taken`, or None when all are taken."""

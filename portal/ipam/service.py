@@ -45,9 +45,10 @@ def ensure_subnet(tenant_id: int, hub_id: int) -> TenantSubnet:
         existing = subnet_of(tenant_id)
         if existing is not None:
             return existing
-        networks = db.session.scalars(select(TenantSubnet.network)).all()
-        slots = (pool.index_of(IPv4Network(network)) for network in networks)
-        index = lowest_free_index([slot for slot in slots if slot is not None], pool.capacity)
+        # Any existing subnet blocks the slots it overlaps, even one allocated under other pool settings.
+        taken = [slot for network in db.session.scalars(select(TenantSubnet.network))
+                 for slot in pool.slots_overlapping(IPv4Network(network))]
+        index = lowest_free_index(taken, pool.capacity)
         if index is None:
             raise PoolExhausted(
                 f"The address pool {pool.first}-{pool.last} has no free /{pool.prefix} left for a new tenant."
