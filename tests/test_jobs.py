@@ -83,9 +83,9 @@ def test_enqueued_twice_provisions_once(app, admin_client):
 def test_a_stale_workers_outcome_changes_nothing(app, admin_client):
     configuration_id = new_configuration_id(app, admin_client, "fenced")
     with app.app_context():
-        stale = service.claim(configuration_id, (Status.PENDING,), Status.PROVISIONING)
+        stale = service.claim(configuration_id, (Status.PENDING,), Status.PROVISIONING).attempt
         db.session.commit()
-        current = service.claim(configuration_id, (Status.PROVISIONING,), Status.PROVISIONING)
+        current = service.claim(configuration_id, (Status.PROVISIONING,), Status.PROVISIONING).attempt
         db.session.commit()
         assert (stale, current) == (1, 2)
         assert service.finish(configuration_id, stale, Status.PROVISIONING, status=Status.FAILED) is None

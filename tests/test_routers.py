@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from portal.extensions import db
 from portal.wireguard.models import Router, Status, VpnConfiguration
@@ -231,3 +232,14 @@ def test_platform_admin_sees_hubs_and_that_the_default_one_is_not_managed(app, a
     page = client.get("/admin/hubs").get_data(as_text=True)
     assert "hub.test.example:51820" in page and "not managed by the portal" in page
     assert admin_client.get("/admin/hubs").status_code == 403
+
+
+def test_router_names_are_unique_regardless_of_case(app, admin_client):
+    add_router(admin_client, "Core")
+    response = add_router(admin_client, "core")
+    assert response.status_code == 422 and "already have a router named" in response.get_data(as_text=True)
+    with app.app_context():
+        db.session.add(Router(tenant_id=admin_client.tenant_id, name="CORE", note=""))
+        with pytest.raises(IntegrityError):  # the database itself refuses, for requests that race the check
+            db.session.flush()
+        db.session.rollback()

@@ -40,7 +40,6 @@ def upgrade():
 
     op.create_table('audit_head',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('last_event_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('last_hash', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_head'))
     )
@@ -71,11 +70,10 @@ def upgrade():
     sa.Column('note', sa.String(length=500), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_routers_tenant_id_tenants')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_routers')),
-    sa.UniqueConstraint('tenant_id', 'name', name=op.f('uq_routers_tenant_id_name'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_routers'))
     )
     with op.batch_alter_table('routers', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_routers_tenant_id'), ['tenant_id'], unique=False)
+        batch_op.create_index('uq_routers_tenant_id_lower_name', ['tenant_id', sa.text('lower(name)')], unique=True)
 
     op.create_table('tenant_subnets',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -146,7 +144,7 @@ def upgrade():
         batch_op.create_index('uq_vpn_configurations_live_router', ['router_id'], unique=True, sqlite_where=sa.text("status <> 'revoked'"), postgresql_where=sa.text("status <> 'revoked'"))
 
     # ### end Alembic commands ###
-    op.execute(f"INSERT INTO audit_head (id, last_event_id, last_hash) VALUES (1, NULL, '{'0' * 64}')")
+    op.execute(f"INSERT INTO audit_head (id, last_hash) VALUES (1, '{'0' * 64}')")
     _create_audit_triggers()
 
 
@@ -201,7 +199,7 @@ def downgrade():
 
     op.drop_table('tenant_subnets')
     with op.batch_alter_table('routers', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_routers_tenant_id'))
+        batch_op.drop_index('uq_routers_tenant_id_lower_name')
 
     op.drop_table('routers')
     op.drop_table('tenants')

@@ -36,10 +36,9 @@ class AuditEvent(db.Model):
 
 
 class AuditHead(db.Model):
-    """The single row naming the newest event: appending locks it, so the chain never forks."""
+    """The single row holding the newest event's hash: appending locks it, so the chain never forks."""
 
     __tablename__ = "audit_head"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    last_event_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     last_hash: Mapped[str] = mapped_column(String(64))

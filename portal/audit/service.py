@@ -21,6 +21,7 @@ from portal.types import utcnow
 
 SECRET_WORDS = ("private", "preshared", "password", "secret", "token")
 HEAD_ID = 1
+HEAD_LOCK = "audit_head_lock"
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,7 @@ def record(
     """Append one event in the current transaction. Call it after the change it records."""
     details = details or {}
     reject_secrets(details)
-    head = db.session.execute(  # lock the head and read it fresh: a stale hash would fork the chain
-        select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update().execution_options(populate_existing=True)
-    ).scalar_one()
+    head = _locked_head()
     event = AuditEvent(
         created_at=utcnow(),
         actor_id=actor.user_id,
@@ -105,10 +104,25 @@ def record(
     )
     event.hash = event_hash(event)
     db.session.add(event)
-    db.session.flush()
-    head.last_event_id = event.id
     head.last_hash = event.hash
     return event
+
+
+def _locked_head() -> AuditHead:
+    """The head row, locked until the transaction ends (one lock per transaction, however many events).
+
+    It is read fresh under the lock: a stale hash would fork the chain. Events get their ids when the
+    session flushes, still under the lock, so id order is chain order.
+    """
+    session = db.session()
+    held = session.info.get(HEAD_LOCK)
+    if held is not None and held[0] is session.get_transaction():
+        return held[1]
+    head = session.execute(
+        select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update().execution_options(populate_existing=True)
+    ).scalar_one()
+    session.info[HEAD_LOCK] = (session.get_transaction(), head)
+    return head
 
 
 @dataclass(frozen=True)
@@ -126,17 +140,15 @@ def verify_chain(batch_size: int = 1000) -> VerifyResult:
     """Walk the chain in id order; report the first event whose hash or link does not hold."""
     expected_prev = GENESIS_HASH
     checked = 0
-    last_id = None
     for event in _events_in_order(batch_size):
         if event.prev_hash != expected_prev:
             return VerifyResult(checked, event.id, "its previous-hash link does not match the event before it")
         if event_hash(event) != event.hash:
             return VerifyResult(checked, event.id, "its content does not match its hash")
         expected_prev = event.hash
-        last_id = event.id
         checked += 1
     head = db.session.get(AuditHead, HEAD_ID)
-    if head is None or head.last_hash != expected_prev or head.last_event_id != last_id:
+    if head is None or head.last_hash != expected_prev:
         return VerifyResult(checked, None, "the newest events are missing (the head names a later event)")
     return VerifyResult(checked)
 

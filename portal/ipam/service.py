@@ -39,10 +39,10 @@ def subnet_of(tenant_id: int) -> TenantSubnet | None:
 
 
 def ensure_subnet(tenant_id: int, hub_id: int) -> TenantSubnet:
-    """The tenant's subnet, allocated from the pool (lowest free slot) on first use."""
+    """The tenant's subnet, locked, allocated from the pool (lowest free slot) on first use."""
     pool = configured_pool()
     for _ in range(SUBNET_RACE_RETRIES):
-        existing = subnet_of(tenant_id)
+        existing = locked_subnet(tenant_id)
         if existing is not None:
             return existing
         # Any existing subnet blocks the slots it overlaps, even one allocated under other pool settings.
@@ -64,26 +64,30 @@ def ensure_subnet(tenant_id: int, hub_id: int) -> TenantSubnet:
     raise PoolExhausted("The address pool is too busy right now; try again.")
 
 
-def allocate_host(subnet: TenantSubnet) -> int:
-    """The lowest free host index in the subnet, taken for the caller's transaction."""
-    subnet = db.session.scalars(  # lock the subnet row and reload its counter: allocations queue up here
-        select(TenantSubnet).where(TenantSubnet.id == subnet.id).with_for_update()
+def locked_subnet(tenant_id: int) -> TenantSubnet | None:
+    """The tenant's subnet, its row locked until the transaction ends: allocations queue up here."""
+    return db.session.scalars(
+        select(TenantSubnet).where(TenantSubnet.tenant_id == tenant_id).with_for_update()
         .execution_options(populate_existing=True)
-    ).one()
-    returned = db.session.scalar(
-        select(FreeAddress.host_index).where(FreeAddress.subnet_id == subnet.id)
-        .order_by(FreeAddress.host_index).limit(1)
-    )
+    ).one_or_none()
+
+
+def allocate_host(subnet: TenantSubnet) -> int:
+    """The lowest free host index in a subnet the caller has locked (`locked_subnet` or `ensure_subnet`)."""
+    lowest_returned = (select(func.min(FreeAddress.host_index)).where(FreeAddress.subnet_id == subnet.id)
+                       .scalar_subquery())
+    returned = db.session.execute(
+        delete(FreeAddress)
+        .where(FreeAddress.subnet_id == subnet.id, FreeAddress.host_index == lowest_returned)
+        .returning(FreeAddress.host_index)
+        .execution_options(synchronize_session=False)
+    ).scalar_one_or_none()
     if returned is not None:
-        db.session.execute(
-            delete(FreeAddress).where(FreeAddress.subnet_id == subnet.id, FreeAddress.host_index == returned)
-        )
         return returned
     if subnet.next_host > last_host_index(subnet.ip_network):
         raise SubnetExhausted(f"The subnet {subnet.network} has no free address left; revoke a router first.")
     index = subnet.next_host
     subnet.next_host = index + 1
-    db.session.flush()
     return index
 
 

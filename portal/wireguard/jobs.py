@@ -18,7 +18,7 @@ from portal.jobs import TransientError, current_job_id, enqueue, is_last_try, lo
 from portal.types import utcnow
 from portal.wireguard import service
 from portal.wireguard.drivers import Peer, driver_for
-from portal.wireguard.models import Status, VpnConfiguration
+from portal.wireguard.models import Hub, Status, VpnConfiguration
 
 log = logging.getLogger(__name__)
 ERROR_MAX = 500
@@ -41,18 +41,18 @@ def enqueue_revoke(configuration_id: int) -> None:
 def provision_configuration(configuration_id: int) -> str:
     actor = Actor.worker(current_job_id())
     with work_lock(lock_name(configuration_id)):
-        attempt = service.claim(configuration_id, (Status.PENDING, Status.PROVISIONING), Status.PROVISIONING)
-        if attempt is None:
+        configuration = service.claim(configuration_id, (Status.PENDING, Status.PROVISIONING), Status.PROVISIONING)
+        if configuration is None:
             db.session.rollback()
             return "nothing to do"
-        configuration = db.session.get(VpnConfiguration, configuration_id)
-        hub = configuration.hub
+        attempt, hub = configuration.attempt, configuration.hub
+        driver = driver_for(hub)
         peer = Peer(public_key=configuration.public_key, preshared_key=configuration.preshared_key,
                     allowed_ips=(f"{configuration.address}/32",))
-        _record_step(actor, configuration, "configuration.provision.started", attempt)
+        _record_step(actor, configuration, hub, "configuration.provision.started")
         db.session.commit()
         try:
-            driver_for(hub).apply_peer(hub, peer)
+            driver.apply_peer(hub, peer)
         except Exception as error:
             _record_failure(actor, configuration_id, attempt, Status.PROVISIONING, error,
                             retry_state=Status.PENDING, final_state=Status.FAILED, action="configuration.provision")
@@ -65,16 +65,16 @@ def provision_configuration(configuration_id: int) -> str:
 def revoke_configuration(configuration_id: int) -> str:
     actor = Actor.worker(current_job_id())
     with work_lock(lock_name(configuration_id)):
-        attempt = service.claim(configuration_id, (Status.REVOKING,), Status.REVOKING)
-        if attempt is None:
+        configuration = service.claim(configuration_id, (Status.REVOKING,), Status.REVOKING)
+        if configuration is None:
             db.session.rollback()
             return "nothing to do"
-        configuration = db.session.get(VpnConfiguration, configuration_id)
-        hub, public_key = configuration.hub, configuration.public_key
-        _record_step(actor, configuration, "configuration.revoke.started", attempt)
+        attempt, hub, public_key = configuration.attempt, configuration.hub, configuration.public_key
+        driver = driver_for(hub)
+        _record_step(actor, configuration, hub, "configuration.revoke.started")
         db.session.commit()
         try:
-            driver_for(hub).remove_peer(hub, public_key)
+            driver.remove_peer(hub, public_key)
         except Exception as error:
             # Revocation never gives up: it stays `revoking` and the reconciler keeps trying.
             _record_failure(actor, configuration_id, attempt, Status.REVOKING, error,
@@ -85,10 +85,11 @@ def revoke_configuration(configuration_id: int) -> str:
         return _record_outcome(actor, done, "configuration.revoke.succeeded", attempt)
 
 
-def _record_step(actor: Actor, configuration: VpnConfiguration, action: str, attempt: int) -> None:
-    hub = configuration.hub
+def _record_step(actor: Actor, configuration: VpnConfiguration, hub: Hub, action: str) -> None:
+    """The intent row, committed before the hub is touched. The hub is detached to outlive the commit."""
     record(action, actor, tenant_id=configuration.tenant_id, target=configuration,
-           details={"attempt": attempt, "hub": hub.name, "driver": hub.driver})
+           details={"attempt": configuration.attempt, "hub": hub.name, "driver": hub.driver})
+    db.session.expunge(hub)
 
 
 def _record_outcome(actor: Actor, configuration: VpnConfiguration | None, action: str, attempt: int) -> str:
@@ -97,8 +98,9 @@ def _record_outcome(actor: Actor, configuration: VpnConfiguration | None, action
         log.info("attempt %s was superseded by a later one; wrote nothing", attempt)
         return "superseded"
     record(action, actor, tenant_id=configuration.tenant_id, target=configuration, details={"attempt": attempt})
+    status = configuration.status
     db.session.commit()
-    return configuration.status
+    return status
 
 
 def _record_failure(actor: Actor, configuration_id: int, attempt: int, in_state: str, error: Exception, *,

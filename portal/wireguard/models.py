@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.crypto import EncryptedText
@@ -34,14 +34,18 @@ class Hub(db.Model):
         return self.driver != "none"
 
 
+UNIQUE_NAME_INDEX = "uq_routers_tenant_id_lower_name"
+
+
 class Router(db.Model):
     """A tenant's MikroTik device. It outlives its configurations."""
 
     __tablename__ = "routers"
-    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+    # Names are unique per tenant regardless of case; the index also serves the name check.
+    __table_args__ = (Index(UNIQUE_NAME_INDEX, "tenant_id", func.lower(text("name")), unique=True),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
     name: Mapped[str] = mapped_column(String(64))
     note: Mapped[str] = mapped_column(String(500), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

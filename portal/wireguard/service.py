@@ -12,7 +12,7 @@ from datetime import timedelta
 from ipaddress import IPv4Network
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -43,8 +43,7 @@ def validate_router_name(name: str) -> str:
 
 def name_taken(tenant_id: int, name: str) -> bool:
     return db.session.scalar(
-        select(func.count()).where(Router.tenant_id == tenant_id, func.lower(Router.name) == name.lower())
-    ) > 0
+        select(exists().where(Router.tenant_id == tenant_id, func.lower(Router.name) == name.lower())))
 
 
 # Hubs -------------------------------------------------------------------------------------------
@@ -93,7 +92,6 @@ def add_router(actor: Actor, tenant_id: int, name: str, note: str = "") -> Route
         raise Conflict(f"You already have a router named {name!r}.")
     router = Router(tenant_id=tenant_id, name=name, note=note)
     db.session.add(router)
-    db.session.flush()
     configuration = _new_configuration(router)
     record("router.created", actor, tenant_id=tenant_id, target=router, details={"name": name})
     _record_configuration_created(actor, configuration)
@@ -112,15 +110,17 @@ def add_configuration(actor: Actor, router: Router) -> VpnConfiguration:
 
 
 def _new_configuration(router: Router) -> VpnConfiguration:
-    existing = ipam.subnet_of(router.tenant_id)
-    subnet = existing if existing is not None else ipam.ensure_subnet(router.tenant_id, default_hub().id)
+    """Keys, then an address: the subnet stays locked from allocation to commit, so do the slow part first.
+
+    Callers write their audit events after this (the audit head is the other lock held to commit).
+    """
+    keys, preshared_key = generate_keypair(), generate_preshared_key()
+    subnet = ipam.locked_subnet(router.tenant_id) or ipam.ensure_subnet(router.tenant_id, default_hub().id)
     host_index = ipam.allocate_host(subnet)
-    keys = generate_keypair()
     configuration = VpnConfiguration(
         tenant_id=router.tenant_id, router=router, hub_id=subnet.hub_id, subnet_id=subnet.id,
         host_index=host_index, address=str(host_address(subnet.ip_network, host_index)),
-        public_key=keys.public, private_key=keys.private, preshared_key=generate_preshared_key(),
-        status=Status.PENDING,
+        public_key=keys.public, private_key=keys.private, preshared_key=preshared_key, status=Status.PENDING,
     )
     db.session.add(configuration)
     db.session.flush()
@@ -229,29 +229,31 @@ def stuck_configurations(older_than_seconds: int) -> Sequence[VpnConfiguration]:
 
 # Worker-side transitions (fenced by `attempt`) ---------------------------------------------------
 
-def claim(configuration_id: int, from_states: Sequence[str], to_state: str) -> int | None:
-    """Take the configuration for one attempt: the new attempt number, or None if its state forbids it."""
-    return db.session.execute(
+def claim(configuration_id: int, from_states: Sequence[str], to_state: str) -> VpnConfiguration | None:
+    """Take the configuration for one attempt (its `attempt` is the new number), or None if its state forbids it."""
+    return _update_returning(
         update(VpnConfiguration)
         .where(VpnConfiguration.id == configuration_id, VpnConfiguration.status.in_(list(from_states)))
         .values(status=to_state, attempt=VpnConfiguration.attempt + 1, updated_at=utcnow())
-        .returning(VpnConfiguration.attempt)
-        .execution_options(synchronize_session=False)
-    ).scalar_one_or_none()
+    )
 
 
 def finish(configuration_id: int, attempt: int, from_state: str, **values) -> VpnConfiguration | None:
     """Write the outcome of attempt `attempt`; None (and nothing written) if a later attempt took over."""
-    result = db.session.execute(
+    configuration = _update_returning(
         update(VpnConfiguration)
         .where(VpnConfiguration.id == configuration_id, VpnConfiguration.attempt == attempt,
                VpnConfiguration.status == from_state)
         .values(updated_at=utcnow(), **values)
-        .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
-        return None
-    configuration = db.session.get(VpnConfiguration, configuration_id, populate_existing=True)
-    if values.get("status") == Status.REVOKED:
+    if configuration is not None and configuration.status == Status.REVOKED:
         ipam.release_host(configuration.subnet_id, configuration.host_index)
     return configuration
+
+
+def _update_returning(statement) -> VpnConfiguration | None:
+    """Run a one-row UPDATE and load the row as it now is, in one round trip."""
+    return db.session.scalars(
+        statement.returning(VpnConfiguration)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    ).one_or_none()

@@ -14,7 +14,7 @@ from portal.tenancy.access import current_tenant_id, platform_admin_required, re
 from portal.tenancy.scope import get_owned_or_404
 from portal.wireguard import jobs, service
 from portal.wireguard.forms import ActionForm, RouterForm
-from portal.wireguard.models import Router, Status, VpnConfiguration
+from portal.wireguard.models import UNIQUE_NAME_INDEX, Router, Status, VpnConfiguration
 from portal.wireguard.render import download_filename, render_conf, render_rsc
 
 blueprint = Blueprint("wireguard", __name__)
@@ -54,17 +54,20 @@ def new_router():
     if form.validate_on_submit():
         try:
             router = service.add_router(request_actor(), current_tenant_id(), form.name.data, form.note.data or "")
+            router_id, configuration_id = router.id, router.current_configuration.id
             db.session.commit()
         except DomainError as error:
             db.session.rollback()
             form.name.errors.append(str(error))
-        except IntegrityError:
-            db.session.rollback()  # a double submit raced the name check; the first one won
-            form.name.errors.append(f"You already have a router named {form.name.data!r}.")
+        except IntegrityError as error:
+            db.session.rollback()
+            if UNIQUE_NAME_INDEX not in str(error.orig):
+                raise
+            form.name.errors.append(f"You already have a router named {form.name.data!r}.")  # a racing twin won
         else:
-            jobs.enqueue_provision(router.current_configuration.id)
-            flash(f"Router {router.name} added; its configuration is being provisioned.")
-            return redirect_after_post(url_for("wireguard.router", router_id=router.id))
+            jobs.enqueue_provision(configuration_id)
+            flash(f"Router {form.name.data} added; its configuration is being provisioned.")
+            return redirect_after_post(url_for("wireguard.router", router_id=router_id))
     status = 422 if form.errors else 200
     return page_or_fragment("wireguard/new_router.html", "wireguard/_router_form.html", form=form), status
 
