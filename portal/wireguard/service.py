@@ -90,7 +90,7 @@ def add_router(actor: Actor, tenant_id: int, name: str, note: str = "") -> Route
         raise DomainError(f"The note is limited to {NOTE_MAX} characters.")
     if name_taken(tenant_id, name):
         raise Conflict(f"You already have a router named {name!r}.")
-    router = Router(tenant_id=tenant_id, name=name, note=note)
+    router = Router(tenant_id=tenant_id, name=name, note=note, configurations=[])  # known empty: no lazy load
     db.session.add(router)
     configuration = _new_configuration(router)
     record("router.created", actor, tenant_id=tenant_id, target=router, details={"name": name})
