@@ -7,6 +7,7 @@ worker subprocess that the test kills.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -14,9 +15,10 @@ import pytest
 from redis import Redis
 from sqlalchemy import func, select
 
+import worker
 from portal.audit.models import AuditEvent
 from portal.extensions import db
-from portal.jobs import LOCK_PREFIX, TransientError, redis_connection
+from portal.jobs import LOCK_PREFIX, TransientError, queue, redis_connection
 from portal.wireguard import drivers, service
 from portal.wireguard.jobs import enqueue_provision, lock_name, reconcile
 from portal.wireguard.models import Router, Status, VpnConfiguration
@@ -222,9 +224,9 @@ def test_two_workers_racing_on_one_router_provision_it_once(app, admin_client):
     with app.app_context():
         for _ in range(3):
             enqueue_provision(configuration_id)
-    workers = [worker_process("--burst") for _ in range(2)]
-    for worker in workers:
-        assert worker.wait(60) == 0
+    racers = [worker_process("--burst") for _ in range(2)]
+    for racer in racers:
+        assert racer.wait(60) == 0
     configuration = load(app, configuration_id)
     assert configuration.status == Status.ACTIVE and configuration.attempt == 1
     assert actions_for(app, configuration_id).count("configuration.provision.succeeded") == 1
@@ -232,3 +234,25 @@ def test_two_workers_racing_on_one_router_provision_it_once(app, admin_client):
 
 def test_transient_errors_are_the_retryable_kind():
     assert issubclass(drivers.HubUnreachable, TransientError)
+
+
+def test_workers_enqueue_the_reconciler_on_a_schedule_once_per_interval(app):
+    with app.app_context():
+        redis_connection().delete(worker.RECONCILE_TICK_KEY)
+        queue().empty()
+    app.config["PORTAL_RECONCILE_INTERVAL"] = 1
+    stop = threading.Event()
+    tickers = [threading.Thread(target=worker.schedule_reconciler, args=(app, stop)) for _ in range(2)]
+    try:
+        for ticker in tickers:
+            ticker.start()
+        time.sleep(1.5)  # each ticker wakes once; only one may enqueue in this interval
+    finally:
+        stop.set()
+        for ticker in tickers:
+            ticker.join()
+        app.config["PORTAL_RECONCILE_INTERVAL"] = 30
+    with app.app_context():
+        functions = [job.func_name for job in queue().jobs]
+    assert functions == ["portal.wireguard.jobs.reconcile"]
+    run_worker(app)
