@@ -64,6 +64,11 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "JOB_RETRY_INTERVALS": (parse_int_list, [5, 15, 60, 300, 900]),
     "RECONCILE_INTERVAL": (int, 30),
     "RECONCILE_GRACE": (int, 60),
+    "MONITOR_INTERVAL": (int, 10),
+    "TRAFFIC_SAMPLE_INTERVAL": (int, 60),
+    "TRAFFIC_RETENTION_DAYS": (int, 7),
+    "SSH_CONNECT_TIMEOUT": (float, 10.0),
+    "SSH_COMMAND_TIMEOUT": (float, 30.0),
     "LOGIN_MAX_FAILURES": (int, 5),
     "LOGIN_LOCKOUT_SECONDS": (int, 900),
     "PAGE_SIZE": (int, 25),
@@ -139,6 +144,9 @@ def build_config(environ: Mapping[str, str], instance_path: Path, overrides: Map
         settings["LOCK_TTL"] = settings["JOB_TIMEOUT"] + 30
     if settings["LOCK_TTL"] <= settings["JOB_TIMEOUT"]:
         raise ConfigError("PORTAL_LOCK_TTL must be longer than PORTAL_JOB_TIMEOUT")
+    if settings["SSH_CONNECT_TIMEOUT"] + settings["SSH_COMMAND_TIMEOUT"] >= settings["LOCK_TTL"]:
+        raise ConfigError("PORTAL_SSH_CONNECT_TIMEOUT + PORTAL_SSH_COMMAND_TIMEOUT must be shorter than "
+                          "PORTAL_LOCK_TTL, so a lock never expires under a command still running")
     if not settings["DATABASE_URL"]:
         settings["DATABASE_URL"] = f"sqlite:///{instance_path / 'portal.db'}"
     return {**flask_config(settings), **flask_overrides}

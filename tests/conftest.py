@@ -75,6 +75,8 @@ def pytest_configure(config):
         "PORTAL_JOB_TIMEOUT": "20",
         "PORTAL_LOCK_TTL": "25",
         "PORTAL_LOCK_WAIT": "0.2",
+        "PORTAL_SSH_CONNECT_TIMEOUT": "5",
+        "PORTAL_SSH_COMMAND_TIMEOUT": "10",
         "PORTAL_RECONCILE_GRACE": "0",
         "PORTAL_LOGIN_MAX_FAILURES": "5",
     })
@@ -195,6 +197,22 @@ def post(client, path: str, data: dict | None = None, token_page: str = "/router
 
 def add_router(client, name: str, note: str = ""):
     return post(client, "/routers/new", {"name": name, "note": note})
+
+
+def router_id_from(response) -> int:
+    """The id of the router a redirect after adding it points at."""
+    return int(response.headers["Location"].rsplit("/", 1)[1])
+
+
+def configuration_of(app, router_id: int):
+    """The router's current configuration, detached so it can be read after the app context."""
+    from portal.extensions import db
+    from portal.wireguard.models import Router
+
+    with app.app_context():
+        configuration = db.session.get(Router, router_id).current_configuration
+        db.session.expunge(configuration)
+        return configuration
 
 
 def run_worker(app) -> None:

@@ -53,7 +53,8 @@ def test_admin_adds_a_router_sees_errors_inline_and_downloads_its_configs(app, t
         error.wait_for()
         assert "letters, digits" in error.inner_text()
         assert page.url == f"{base_url}/routers/new"  # htmx swapped the form; no page load
-        assert page.evaluate("document.activeElement.id") == "name"
+        # htmx focuses the autofocus field once the swap settles, a moment after the error shows
+        page.wait_for_function("document.activeElement && document.activeElement.id === 'name'", timeout=5000)
 
         page.get_by_label("Name").fill("Branch office 7")
         page.get_by_role("button", name="Add router").click()
@@ -72,6 +73,7 @@ def test_admin_adds_a_router_sees_errors_inline_and_downloads_its_configs(app, t
         assert "[Interface]" in Path(conf.value.path()).read_text()
 
         page.get_by_role("link", name="All routers").click()
+        page.wait_for_url(f"{base_url}/routers")  # loaded, so htmx listens before the search is typed
         page.get_by_label("Search by name").fill("nothing like it")
         page.get_by_text("No router matches").wait_for()
         page.get_by_label("Search by name").fill("branch")

@@ -54,12 +54,10 @@ class FlakyDriver(drivers.NoneDriver):
     def __init__(self, failures: int, error: Exception):
         self.failures, self.error = failures, error
 
-    def apply_peer(self, hub, peer):
+    def apply_peers(self, hub, apply=(), remove=()):
         FlakyDriver.calls += 1
         if FlakyDriver.calls <= self.failures:
             raise self.error
-
-    remove_peer = apply_peer
 
 
 @pytest.fixture
@@ -67,7 +65,7 @@ def flaky_driver(monkeypatch):
     def install(failures: int, error: Exception | None = None):
         FlakyDriver.calls = 0
         failing = FlakyDriver(failures, error or drivers.HubUnreachable("hub.test.example: connection refused"))
-        monkeypatch.setitem(drivers.DRIVERS, "none", lambda: failing)
+        monkeypatch.setitem(drivers.DRIVERS, "none", lambda hub: failing)
 
     return install
 
@@ -108,14 +106,28 @@ def test_transient_hub_error_is_retried_then_succeeds(app, admin_client, flaky_d
         "configuration.provision.started", "configuration.provision.succeeded"]
 
 
-def test_retries_exhausted_fail_with_the_error_shown_and_a_retry_button(app, admin_client, flaky_driver):
+def test_an_unreachable_hub_leaves_provisioning_waiting_for_the_reconciler(app, admin_client, flaky_driver):
     flaky_driver(failures=3)  # the first try and both retries
     configuration_id = new_configuration_id(app, admin_client, "flaky-thrice")
     run_worker(app)
     configuration = load(app, configuration_id)
-    assert configuration.status == Status.FAILED and configuration.attempt == 3
+    assert configuration.status == Status.PENDING and configuration.attempt == 3
     page = admin_client.get(f"/routers/{configuration.router_id}").get_data(as_text=True)
-    assert "connection refused" in page and "Retry provisioning" in page
+    assert "waiting for hub: hub.test.example: connection refused" in page
+
+    assert "enqueue provision" in app.test_cli_runner().invoke(args=["reconcile"]).output
+    run_worker(app)
+    assert load(app, configuration_id).status == Status.ACTIVE
+
+
+def test_a_hub_error_fails_with_the_error_shown_and_a_retry_button(app, admin_client, flaky_driver):
+    flaky_driver(failures=1, error=drivers.HubCommandFailed("`bash -c` exited 1: wg: Unable to modify interface"))
+    configuration_id = new_configuration_id(app, admin_client, "hub-error")
+    run_worker(app)
+    configuration = load(app, configuration_id)
+    assert configuration.status == Status.FAILED and configuration.attempt == 1
+    page = admin_client.get(f"/routers/{configuration.router_id}").get_data(as_text=True)
+    assert "Unable to modify interface" in page and "Retry provisioning" in page
 
     assert post(admin_client, f"/configurations/{configuration_id}/retry").status_code == 303
     run_worker(app)
@@ -173,7 +185,7 @@ def test_flushed_redis_loses_nothing(app, admin_client):
     run_worker(app)
     assert load(app, configuration_id).status == Status.PENDING  # a dry run changes nothing
     result = app.test_cli_runner().invoke(args=["reconcile"])
-    assert result.exit_code == 0 and "re-enqueued" in result.output
+    assert result.exit_code == 0 and f"configuration {configuration_id} (pending): enqueue provision" in result.output
     run_worker(app)
     assert load(app, configuration_id).status == Status.ACTIVE
     assert "configuration.reconcile.requeued" in actions_for(app, configuration_id)
@@ -192,7 +204,9 @@ def test_worker_killed_mid_job_recovers_to_active_exactly_once(app, admin_client
     address = load(app, configuration_id).address
     ready = tmp_path / "in-driver"
     # A short lock TTL, so the test need not wait long for the dead worker's lock to expire.
-    worker = worker_process("--block-in-driver", str(ready), env={"PORTAL_JOB_TIMEOUT": "5", "PORTAL_LOCK_TTL": "6"})
+    short = {"PORTAL_JOB_TIMEOUT": "5", "PORTAL_LOCK_TTL": "6",
+             "PORTAL_SSH_CONNECT_TIMEOUT": "1", "PORTAL_SSH_COMMAND_TIMEOUT": "2"}
+    worker = worker_process("--block-in-driver", str(ready), env=short)
     try:
         wait_for(ready.exists, 30, "the worker to enter the hub driver")
         worker.send_signal(signal.SIGKILL)
@@ -236,13 +250,15 @@ def test_transient_errors_are_the_retryable_kind():
     assert issubclass(drivers.HubUnreachable, TransientError)
 
 
-def test_workers_enqueue_the_reconciler_on_a_schedule_once_per_interval(app):
+@pytest.mark.parametrize("periodic", worker.PERIODIC, ids=lambda periodic: periodic.function.rsplit(".", 1)[1])
+def test_workers_enqueue_periodic_jobs_on_a_schedule_once_per_interval(app, periodic):
     with app.app_context():
-        redis_connection().delete(worker.RECONCILE_TICK_KEY)
+        redis_connection().delete(periodic.tick_key)
         queue().empty()
-    app.config["PORTAL_RECONCILE_INTERVAL"] = 1
+    saved = app.config[periodic.interval_setting]
+    app.config[periodic.interval_setting] = 1
     stop = threading.Event()
-    tickers = [threading.Thread(target=worker.schedule_reconciler, args=(app, stop)) for _ in range(2)]
+    tickers = [threading.Thread(target=worker.schedule, args=(app, periodic, stop)) for _ in range(2)]
     try:
         for ticker in tickers:
             ticker.start()
@@ -251,8 +267,8 @@ def test_workers_enqueue_the_reconciler_on_a_schedule_once_per_interval(app):
         stop.set()
         for ticker in tickers:
             ticker.join()
-        app.config["PORTAL_RECONCILE_INTERVAL"] = 30
+        app.config[periodic.interval_setting] = saved
     with app.app_context():
         functions = [job.func_name for job in queue().jobs]
-    assert functions == ["portal.wireguard.jobs.reconcile"]
+    assert functions == [periodic.function]
     run_worker(app)

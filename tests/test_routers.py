@@ -8,22 +8,11 @@ from sqlalchemy.exc import IntegrityError
 
 from portal.extensions import db
 from portal.wireguard.models import Router, Status, VpnConfiguration
-from tests.conftest import add_router, login, post, run_worker, unique
+from tests.conftest import add_router, configuration_of, login, post, router_id_from, run_worker, unique
 
 
 def router_id_suffix() -> str:
     return unique("x").split(" ", 1)[1]
-
-
-def router_id_from(response) -> int:
-    return int(response.headers["Location"].rsplit("/", 1)[1])
-
-
-def configuration_of(app, router_id: int) -> VpnConfiguration:
-    with app.app_context():
-        configuration = db.session.get(Router, router_id).current_configuration
-        db.session.expunge(configuration)
-        return configuration
 
 
 def count_routers(app, tenant_id: int) -> int:

@@ -22,6 +22,8 @@ class TenantSubnet(db.Model):
     hub_id: Mapped[int] = mapped_column(ForeignKey("hubs.id"), index=True)
     network: Mapped[str] = mapped_column(String(18), unique=True)
     next_host: Mapped[int]
+    # Whether the hub has its address and firewall rules for this subnet (set by the hub's bootstrap).
+    on_hub: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @property

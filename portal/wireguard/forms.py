@@ -1,6 +1,6 @@
 from flask_wtf import FlaskForm
-from wtforms import StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, Regexp
+from wtforms import BooleanField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, NumberRange, Regexp
 
 from portal.wireguard.service import NOTE_MAX, ROUTER_NAME, ROUTER_NAME_RULE
 
@@ -16,3 +16,24 @@ class RouterForm(FlaskForm):
 
 class ActionForm(FlaskForm):
     """A button that changes something: only its CSRF token."""
+
+
+class HubForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=64)])
+    endpoint_host = StringField("Endpoint host", description="The public name or address routers connect to.",
+                                validators=[DataRequired(), Length(max=253)])
+    endpoint_port = IntegerField("Endpoint port", default=51820, validators=[NumberRange(1, 65535)])
+    interface = StringField("Interface", default="wg0", validators=[DataRequired(), Length(max=15)])
+    driver = SelectField("Managed by", choices=[("ssh", "the portal, over SSH"),
+                                                ("local", "the portal, on this machine"),
+                                                ("none", "nobody (peers added by hand)")], default="ssh")
+    accepts_new_tenants = BooleanField("Place new tenants here", default=True,
+                                       description="Turn off to drain a hub: its tenants stay, new ones go elsewhere.")
+    public_key = StringField("WireGuard public key", description="Unmanaged hubs only; managed hubs get a new key.")
+    ssh_host = StringField("SSH host", validators=[Length(max=253)])
+    ssh_port = IntegerField("SSH port", default=22, validators=[NumberRange(1, 65535)])
+    ssh_user = StringField("SSH user", default="root", validators=[DataRequired(), Length(max=32)])
+    ssh_host_key = StringField("Pinned host key", description='The hub\'s key, as in known_hosts: "ssh-ed25519 AAAA…" '
+                               "(ssh-keyscan, checked out of band).")
+    ssh_private_key = TextAreaField("SSH private key",
+                                    description="Stored encrypted; leave empty to keep the stored one.")

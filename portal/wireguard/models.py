@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, func, text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.crypto import EncryptedText
@@ -13,9 +13,15 @@ from portal.extensions import db
 from portal.ipam.models import TenantSubnet
 from portal.types import UTCDateTime, utcnow
 
+ONLINE_WITHIN = timedelta(seconds=180)  # WireGuard rehandshakes every 2 minutes while traffic flows
+
 
 class Hub(db.Model):
-    """A WireGuard server. Its address in each tenant subnet is that subnet's first host."""
+    """A WireGuard server. Its address in each tenant subnet is that subnet's first host.
+
+    `driver` says how the portal reaches it: `none` (not managed), `ssh` (commands over SSH with a pinned
+    host key) or `local` (commands on this machine, for a portal installed on the hub itself).
+    """
 
     __tablename__ = "hubs"
 
@@ -27,7 +33,17 @@ class Hub(db.Model):
     public_key: Mapped[str] = mapped_column(String(44))
     private_key: Mapped[str | None] = mapped_column(EncryptedText)
     driver: Mapped[str] = mapped_column(String(20), default="none")
+    accepts_new_tenants: Mapped[bool] = mapped_column(default=True)  # off to drain a hub before retiring it
+    ssh_host: Mapped[str | None] = mapped_column(String(253))
+    ssh_port: Mapped[int] = mapped_column(default=22)
+    ssh_user: Mapped[str] = mapped_column(String(32), default="root")
+    ssh_host_key: Mapped[str | None] = mapped_column(Text)  # pinned, as an OpenSSH public key line
+    ssh_private_key: Mapped[str | None] = mapped_column(EncryptedText)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_poll_error: Mapped[str | None] = mapped_column(Text)
+    last_reconciled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_reconcile_result: Mapped[str | None] = mapped_column(Text)
 
     @property
     def managed(self) -> bool:
@@ -71,9 +87,8 @@ class Status(enum.StrEnum):
 
 
 # States a worker still has to move on; the reconciler re-enqueues rows stuck in them.
-# (`rotating` joins them when key rotation lands with the hub drivers.)
-IN_FLIGHT = (Status.PENDING, Status.PROVISIONING, Status.REVOKING)
-REVOCABLE = (Status.PENDING, Status.FAILED, Status.ACTIVE)
+IN_FLIGHT = (Status.PENDING, Status.PROVISIONING, Status.REVOKING, Status.ROTATING)
+REVOCABLE = (Status.PENDING, Status.FAILED, Status.ACTIVE, Status.ROTATING)
 LIVE_ONLY = text("status <> 'revoked'")
 
 
@@ -112,6 +127,18 @@ class VpnConfiguration(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Key rotation: the new keys wait here until the hub holds the new peer.
+    next_public_key: Mapped[str | None] = mapped_column(String(44))
+    next_private_key: Mapped[str | None] = mapped_column(EncryptedText)
+    next_preshared_key: Mapped[str | None] = mapped_column(EncryptedText)
+    # What the hub's monitor saw last. rx/tx are totals kept across hub counter resets; hub_rx/hub_tx
+    # are the hub's own counters at the last poll, to tell growth from a reset.
+    last_handshake_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    endpoint_seen: Mapped[str | None] = mapped_column(String(64))
+    rx_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    tx_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    hub_rx_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    hub_tx_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
 
     router: Mapped[Router] = relationship(back_populates="configurations")
     hub: Mapped[Hub] = relationship()
@@ -124,3 +151,20 @@ class VpnConfiguration(db.Model):
     @property
     def downloadable(self) -> bool:
         return self.status != Status.REVOKED and self.private_key is not None
+
+    def online(self, now: datetime) -> bool:
+        return (self.status == Status.ACTIVE and self.last_handshake_at is not None
+                and now - self.last_handshake_at <= ONLINE_WITHIN)
+
+
+class TrafficSample(db.Model):
+    """A configuration's rx/tx totals at one poll, for charts: recent ones dense, older ones thinned."""
+
+    __tablename__ = "traffic_samples"
+    __table_args__ = (Index("ix_traffic_samples_configuration_taken", "configuration_id", "taken_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    configuration_id: Mapped[int] = mapped_column(ForeignKey("vpn_configurations.id"))
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    rx_bytes: Mapped[int] = mapped_column(BigInteger)
+    tx_bytes: Mapped[int] = mapped_column(BigInteger)

@@ -49,9 +49,9 @@ def name_taken(tenant_id: int, name: str) -> bool:
 # Hubs -------------------------------------------------------------------------------------------
 
 def default_hub() -> Hub:
-    """The hub new tenants go to: the least loaded one, or the one described by the settings."""
+    """The hub new tenants go to: the least loaded one open to them, or the one described by the settings."""
     hub = db.session.scalar(
-        select(Hub).outerjoin(TenantSubnet, TenantSubnet.hub_id == Hub.id)
+        select(Hub).outerjoin(TenantSubnet, TenantSubnet.hub_id == Hub.id).where(Hub.accepts_new_tenants)
         .group_by(Hub.id).order_by(func.count(TenantSubnet.id), Hub.id).limit(1)
     )
     return hub if hub is not None else create_hub_from_settings()
@@ -151,6 +151,19 @@ def _cannot_revoke_reason(status: str) -> str:
     return f"This configuration is {status}; revoke it once that finishes."
 
 
+def request_rotation(actor: Actor, configuration: VpnConfiguration) -> None:
+    """New keys for an active configuration; a job swaps the peer on the hub, then they become current."""
+    keys, preshared_key = generate_keypair(), generate_preshared_key()
+    moved = _compare_and_set(configuration.id, (Status.ACTIVE,), status=Status.ROTATING, last_error=None,
+                             next_public_key=keys.public)
+    if not moved:
+        raise Conflict("Only an active configuration can get new keys.")
+    db.session.refresh(configuration)
+    configuration.next_private_key, configuration.next_preshared_key = keys.private, preshared_key
+    record("configuration.rotate.requested", actor, tenant_id=configuration.tenant_id, target=configuration,
+           details={"old_public_key": configuration.public_key, "new_public_key": keys.public})
+
+
 def request_retry(actor: Actor, configuration: VpnConfiguration) -> None:
     """Send a failed configuration back to provisioning."""
     if not _compare_and_set(configuration.id, (Status.FAILED,), status=Status.PENDING):
@@ -228,6 +241,16 @@ def stuck_configurations(older_than_seconds: int) -> Sequence[VpnConfiguration]:
 
 
 # Worker-side transitions (fenced by `attempt`) ---------------------------------------------------
+
+def finish_rotation(configuration_id: int, attempt: int) -> VpnConfiguration | None:
+    """Make the new keys current once the hub holds them; None if a later attempt (or a revocation) took over."""
+    configuration = db.session.get(VpnConfiguration, configuration_id, populate_existing=True)
+    new_keys = {"public_key": configuration.next_public_key, "private_key": configuration.next_private_key,
+                "preshared_key": configuration.next_preshared_key}
+    return finish(configuration_id, attempt, Status.ROTATING, status=Status.ACTIVE, last_error=None,
+                  next_public_key=None, next_private_key=None, next_preshared_key=None,
+                  hub_rx_bytes=0, hub_tx_bytes=0, **new_keys)
+
 
 def claim(configuration_id: int, from_states: Sequence[str], to_state: str) -> VpnConfiguration | None:
     """Take the configuration for one attempt (its `attempt` is the new number), or None if its state forbids it."""

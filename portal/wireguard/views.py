@@ -10,11 +10,15 @@ from portal.errors import DomainError
 from portal.extensions import db
 from portal.htmx import page_or_fragment, redirect_after_post
 from portal.ipam.service import usage
+from portal.ssh import fingerprint
 from portal.tenancy.access import current_tenant_id, platform_admin_required, request_actor, tenant_admin_required
 from portal.tenancy.scope import get_owned_or_404
+from portal.types import utcnow
+from portal.wireguard import hubs as hub_service
 from portal.wireguard import jobs, service
-from portal.wireguard.forms import ActionForm, RouterForm
-from portal.wireguard.models import UNIQUE_NAME_INDEX, Router, Status, VpnConfiguration
+from portal.wireguard.forms import ActionForm, HubForm, RouterForm
+from portal.wireguard.hubs import HubSettings
+from portal.wireguard.models import UNIQUE_NAME_INDEX, Hub, Router, Status, VpnConfiguration
 from portal.wireguard.render import download_filename, render_conf, render_rsc
 
 blueprint = Blueprint("wireguard", __name__)
@@ -77,7 +81,7 @@ def new_router():
 def router(router_id: int):
     router = get_owned_or_404(Router, router_id, current_tenant_id())
     return render_template("wireguard/router.html", router=router, configuration=router.current_configuration,
-                           history=_history(router), action_form=ActionForm())
+                           history=_history(router), action_form=ActionForm(), now=utcnow())
 
 
 @blueprint.route("/routers/<int:router_id>/configuration")
@@ -86,7 +90,7 @@ def configuration_panel(router_id: int):
     router = get_owned_or_404(Router, router_id, current_tenant_id())
     return page_or_fragment("wireguard/router.html", "wireguard/_configuration.html", router=router,
                             configuration=router.current_configuration, history=_history(router),
-                            action_form=ActionForm())
+                            action_form=ActionForm(), now=utcnow())
 
 
 def _history(router: Router):
@@ -151,6 +155,24 @@ def retry(configuration_id: int):
     return redirect(url_for("wireguard.router", router_id=configuration.router_id), 303)
 
 
+@blueprint.route("/configurations/<int:configuration_id>/rotate", methods=["POST"])
+@tenant_admin_required
+def rotate(configuration_id: int):
+    configuration = get_owned_or_404(VpnConfiguration, configuration_id, current_tenant_id())
+    if ActionForm().validate_on_submit():
+        try:
+            service.request_rotation(request_actor(), configuration)
+            db.session.commit()
+        except DomainError as error:
+            db.session.rollback()
+            flash(str(error), "error")
+        else:
+            jobs.enqueue_rotate(configuration.id)
+            flash("New keys generated; once the hub holds them, download the new configuration. "
+                  "The old one stops working.")
+    return redirect(url_for("wireguard.router", router_id=configuration.router_id), 303)
+
+
 @blueprint.route("/configurations/<int:configuration_id>/download.<kind>")
 @tenant_admin_required
 def download(configuration_id: int, kind: str):
@@ -171,7 +193,37 @@ def download(configuration_id: int, kind: str):
     })
 
 
+@blueprint.app_template_filter("host_key_fingerprint")
+def host_key_fingerprint(host_key: str | None) -> str:
+    try:
+        return fingerprint(host_key) if host_key else "-"
+    except ValueError:
+        return "(unreadable key)"
+
+
 @blueprint.route("/admin/hubs")
 @platform_admin_required
 def hubs():
     return render_template("wireguard/hubs.html", hubs=service.hubs_with_tenant_counts())
+
+
+@blueprint.route("/admin/hubs/new", methods=["GET", "POST"], defaults={"hub_id": None})
+@blueprint.route("/admin/hubs/<int:hub_id>/edit", methods=["GET", "POST"])
+@platform_admin_required
+def edit_hub(hub_id: int | None):
+    hub = db.get_or_404(Hub, hub_id) if hub_id is not None else None
+    form = HubForm(obj=hub)
+    if hub is not None and request.method == "GET":
+        form.ssh_private_key.data = ""
+    if form.validate_on_submit():
+        settings = HubSettings(**{name: value for name, value in form.data.items() if name != "csrf_token"})
+        try:
+            saved = hub_service.save_hub(request_actor(), settings, hub)
+            db.session.commit()
+        except DomainError as error:
+            db.session.rollback()
+            form.form_errors.append(str(error))
+        else:
+            flash(f"Hub {saved.name} saved." + (" Run `flask hub bootstrap` to prepare it." if saved.managed else ""))
+            return redirect(url_for("wireguard.hubs"), 303)
+    return render_template("wireguard/hub_form.html", form=form, hub=hub), 422 if form.errors else 200

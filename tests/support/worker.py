@@ -3,7 +3,7 @@
     python tests/support/worker.py [--block-in-driver READY_FILE] [--burst]
 
 `--block-in-driver` replaces the `none` driver with one that touches READY_FILE and then blocks
-forever inside `apply_peer`/`remove_peer`: the test SIGKILLs this process in the middle of a job.
+forever inside `apply_peers`: the test SIGKILLs this process in the middle of a job.
 """
 
 from __future__ import annotations
@@ -29,10 +29,7 @@ class BlockingDriver(drivers.NoneDriver):
         while True:
             time.sleep(1)
 
-    def apply_peer(self, hub, peer) -> None:
-        self._block()
-
-    def remove_peer(self, hub, public_key) -> None:
+    def apply_peers(self, hub, apply=(), remove=()) -> None:
         self._block()
 
 
@@ -42,7 +39,7 @@ def main() -> None:
     parser.add_argument("--burst", action="store_true")
     args = parser.parse_args()
     if args.block_in_driver:
-        drivers.DRIVERS["none"] = lambda: BlockingDriver(args.block_in_driver)
+        drivers.DRIVERS["none"] = lambda hub: BlockingDriver(args.block_in_driver)
     make_worker(create_app()).work(burst=args.burst)
 
 

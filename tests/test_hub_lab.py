@@ -1,0 +1,268 @@
+"""System tests: real WireGuard (wireguard-go) hub and routers in network namespaces, a real sshd on the hub,
+the portal driving it through HTTP and a real RQ worker. They need root; `PORTAL_E2E=required` makes a
+missing prerequisite a failure instead of a skip.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from ipaddress import IPv4Network
+
+import pytest
+from sqlalchemy import func, select
+
+from portal.audit.models import AuditEvent
+from portal.audit.service import Actor
+from portal.extensions import db
+from portal.ipam.pool import hub_address
+from portal.jobs import enqueue
+from portal.tenancy.models import Tenant
+from portal.wireguard import hubs
+from portal.wireguard.drivers import SshRunner
+from portal.wireguard.models import Hub, Status, VpnConfiguration
+from portal.wireguard.wgtext import parse_dump
+from tests.conftest import (
+    add_router,
+    configuration_of,
+    login,
+    post,
+    require,
+    router_id_from,
+    run_worker,
+    unique,
+)
+from tests.netlab import Lab, lab_missing
+
+ACTOR = Actor.system("test")
+
+
+@pytest.fixture
+def lab():
+    missing = lab_missing()
+    require(missing is None, missing or "")
+    with Lab(routers=3) as built:
+        yield built
+    SshRunner.close_all()
+
+
+@pytest.fixture
+def hub(app, lab):
+    """The lab's hub, added to the portal and bootstrapped with `flask hub bootstrap`; retired afterwards."""
+    target = lab.sshd.target()
+    with app.app_context():
+        saved = hubs.save_hub(ACTOR, hubs.HubSettings(
+            name=unique("lab hub"), endpoint_host=lab.hub_endpoint, ssh_host=target.host, ssh_port=target.port,
+            ssh_user=target.username, ssh_host_key=target.host_key, ssh_private_key=target.private_key))
+        db.session.commit()
+        hub_id, name = saved.id, saved.name
+    result = app.test_cli_runner().invoke(args=["hub", "bootstrap", name])
+    assert result.exit_code == 0, result.output
+    assert "created interface wg0" in result.output
+    yield hub_id
+    with app.app_context():  # later tests must neither reach for a lab that is gone nor land on it
+        retired = db.session.get(Hub, hub_id)
+        retired.driver, retired.accepts_new_tenants = "none", False
+        db.session.commit()
+
+
+def place(app, tenant_id: int, hub_id: int, router_to_router: bool = False) -> IPv4Network:
+    with app.app_context():
+        db.session.get(Tenant, tenant_id).router_to_router = router_to_router
+        subnet = hubs.place_tenant(ACTOR, tenant_id, db.session.get(Hub, hub_id))
+        db.session.commit()
+        return subnet.ip_network
+
+
+def hub_peers(lab) -> dict:
+    return parse_dump(lab.hub.run(["wg", "show", "wg0", "dump"]).stdout).peers
+
+
+def add_and_provision(app, client, name: str) -> VpnConfiguration:
+    response = add_router(client, name)
+    assert response.status_code == 303, response.get_data(as_text=True)
+    router_id = router_id_from(response)
+    run_worker(app)
+    return configuration_of(app, router_id)
+
+
+def download_conf(client, configuration_id: int) -> str:
+    response = client.get(f"/configurations/{configuration_id}/download.conf")
+    assert response.status_code == 200
+    return response.get_data(as_text=True)
+
+
+def connect(client, router_ns, configuration: VpnConfiguration) -> None:
+    router_ns.wg_quick_up(download_conf(client, configuration.id))
+
+
+def ping_eventually(namespace, address: str, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if namespace.ping(address):
+            return True
+    return False
+
+
+def poll_hubs(app) -> None:
+    with app.app_context():
+        enqueue("portal.wireguard.jobs.poll_hubs", description="test poll")
+    run_worker(app)
+
+
+def audit_actions(app, prefix: str) -> list[str]:
+    with app.app_context():
+        return list(db.session.scalars(select(AuditEvent.action).where(AuditEvent.action.startswith(prefix))
+                                       .order_by(AuditEvent.id)))
+
+
+def test_a_downloaded_config_connects_and_the_router_page_shows_it_online(app, admin_client, lab, hub):
+    network = place(app, admin_client.tenant_id, hub)
+    configuration = add_and_provision(app, admin_client, "lab-one")
+    assert configuration.status == Status.ACTIVE
+    assert hub_peers(lab)[configuration.public_key].allowed_ips == (f"{configuration.address}/32",)
+
+    connect(admin_client, lab.routers[0], configuration)
+    assert ping_eventually(lab.routers[0], str(hub_address(network)))
+
+    poll_hubs(app)
+    page = admin_client.get(f"/routers/{configuration.router_id}").get_data(as_text=True)
+    assert "status-online" in page
+    assert re.search(r"\((\d+) s ago\)", page) and int(re.search(r"\((\d+) s ago\)", page).group(1)) < 30
+    assert re.search(r"received (?!0 Bytes)[\d.]+ \w+, sent (?!0 Bytes)[\d.]+ \w+", page), page
+    assert "192.0.2.10:" in page  # the endpoint the hub saw
+
+
+def test_provisioning_twice_and_bootstrapping_twice_change_nothing(app, admin_client, lab, hub):
+    place(app, admin_client.tenant_id, hub)
+    configuration = add_and_provision(app, admin_client, "lab-twice")
+    before = lab.hub.run(["wg", "showconf", "wg0"]).stdout, lab.hub.run(["nft", "list", "ruleset"]).stdout
+    with app.app_context():
+        enqueue("portal.wireguard.jobs.provision_configuration", configuration.id, description="again")
+    run_worker(app)
+    with app.app_context():
+        name = db.session.get(Hub, hub).name
+    result = app.test_cli_runner().invoke(args=["hub", "bootstrap", name])
+    assert result.exit_code == 0 and result.output.strip() == "unchanged", result.output
+    assert (lab.hub.run(["wg", "showconf", "wg0"]).stdout, lab.hub.run(["nft", "list", "ruleset"]).stdout) == before
+
+
+def test_revoking_cuts_the_router_off_and_frees_its_address(app, admin_client, lab, hub):
+    network = place(app, admin_client.tenant_id, hub)
+    configuration = add_and_provision(app, admin_client, "lab-revoke")
+    connect(admin_client, lab.routers[0], configuration)
+    assert ping_eventually(lab.routers[0], str(hub_address(network)))
+
+    post(admin_client, f"/routers/{configuration.router_id}/revoke")
+    run_worker(app)
+    assert configuration.public_key not in hub_peers(lab)
+    assert not lab.routers[0].ping(str(hub_address(network)), count=3, timeout=1)
+    page = admin_client.get(f"/routers/{configuration.router_id}").get_data(as_text=True)
+    assert "status-revoked" in page
+    again = add_and_provision(app, admin_client, "lab-after-revoke")
+    assert again.address == configuration.address  # the lowest free address is the one just released
+
+
+def test_tenants_on_one_hub_cannot_reach_each_other(app, admin_client, other_tenant_admin, lab, hub):
+    network_a = place(app, admin_client.tenant_id, hub, router_to_router=True)
+    network_b = place(app, other_tenant_admin[0], hub)
+    other_client = app.test_client()
+    login(other_client, other_tenant_admin[1])
+    a1 = add_and_provision(app, admin_client, "tenant-a-1")
+    a2 = add_and_provision(app, admin_client, "tenant-a-2")
+    b1 = add_and_provision(app, other_client, "tenant-b-1")
+    router_a1, router_a2, router_b1 = lab.routers
+    connect(admin_client, router_a1, a1)
+    connect(admin_client, router_a2, a2)
+    connect(other_client, router_b1, b1)
+    assert ping_eventually(router_a1, str(hub_address(network_a)))
+    assert ping_eventually(router_a2, str(hub_address(network_a)))
+    assert ping_eventually(router_b1, str(hub_address(network_b)))
+    assert ping_eventually(router_a1, a2.address)  # within tenant A, allowed by its setting
+
+    # Routes into the other tenant's subnet, forced on the routers: only the hub's firewall stops them.
+    for router, configuration, other in ((router_a1, a1, network_b), (router_b1, b1, network_a)):
+        own = IPv4Network(f"{configuration.address}/{network_a.prefixlen}", strict=False)
+        hub_key = router.run(["wg", "show", "wg0", "peers"]).stdout.strip()
+        router.run(["wg", "set", "wg0", "peer", hub_key, "allowed-ips", f"{own},{other}"])
+        router.run(["ip", "route", "add", str(other), "dev", "wg0"])
+    assert not router_a1.ping(b1.address, count=3, timeout=1)
+    assert not router_b1.ping(a1.address, count=3, timeout=1)
+    assert not router_b1.ping(str(hub_address(network_a)), count=2, timeout=1)
+
+
+def test_one_reconcile_repairs_drift_and_audits_both_repairs(app, admin_client, lab, hub):
+    place(app, admin_client.tenant_id, hub)
+    kept = add_and_provision(app, admin_client, "lab-kept")
+    deleted = add_and_provision(app, admin_client, "lab-deleted-by-hand")
+    stray_key = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
+    lab.hub.run(["wg", "set", "wg0", "peer", stray_key, "allowed-ips", "10.99.0.9/32"])
+    lab.hub.run(["wg", "set", "wg0", "peer", deleted.public_key, "remove"])
+
+    dry_run = app.test_cli_runner().invoke(args=["reconcile", "--dry-run"]).output
+    assert f"remove unknown peer {stray_key}" in dry_run and f"configuration {deleted.id}" in dry_run
+    assert stray_key in hub_peers(lab)  # a dry run changes nothing
+
+    assert app.test_cli_runner().invoke(args=["reconcile"]).exit_code == 0
+    run_worker(app)
+    peers = hub_peers(lab)
+    assert set(peers) == {kept.public_key, deleted.public_key}
+    assert peers[deleted.public_key].allowed_ips == (f"{deleted.address}/32",)
+    assert audit_actions(app, "hub.drift.")[-2:] == ["hub.drift.peer_missing", "hub.drift.unknown_peer"]
+    with app.app_context():
+        assert "remove unknown peer" in db.session.get(Hub, hub).last_reconcile_result
+
+
+def test_rotated_keys_work_and_the_old_ones_do_not(app, admin_client, lab, hub):
+    network = place(app, admin_client.tenant_id, hub)
+    old = add_and_provision(app, admin_client, "lab-rotate")
+    router = lab.routers[0]
+    connect(admin_client, router, old)
+    assert ping_eventually(router, str(hub_address(network)))
+
+    post(admin_client, f"/configurations/{old.id}/rotate")
+    run_worker(app)
+    new = configuration_of(app, old.router_id)
+    assert new.status == Status.ACTIVE and new.public_key != old.public_key and new.address == old.address
+    assert set(hub_peers(lab)) == {new.public_key}
+    assert not router.ping(str(hub_address(network)), count=3, timeout=1)  # the old keys stopped working
+
+    router.wg_quick_down()
+    connect(admin_client, router, new)
+    assert ping_eventually(router, str(hub_address(network)))
+    assert "configuration.rotate.succeeded" in audit_actions(app, "configuration.rotate")
+
+
+def test_provisioning_waits_while_the_hub_is_down_and_finishes_once_it_is_back(app, admin_client, lab, hub):
+    place(app, admin_client.tenant_id, hub)
+    lab.sshd.stop()
+    response = add_router(admin_client, "lab-hub-down")
+    router_id = router_id_from(response)
+    run_worker(app)  # the first try and its retries find sshd gone
+    waiting = configuration_of(app, router_id)
+    assert waiting.status == Status.PENDING
+    assert "waiting for hub: cannot reach" in admin_client.get(f"/routers/{router_id}").get_data(as_text=True)
+
+    lab.sshd.start()
+    app.test_cli_runner().invoke(args=["reconcile"])
+    run_worker(app)
+    done = configuration_of(app, router_id)
+    assert done.status == Status.ACTIVE and done.last_error is None
+    assert list(hub_peers(lab)) == [done.public_key]
+    with app.app_context():
+        succeeded = db.session.scalar(select(func.count()).where(
+            AuditEvent.target_id == done.id, AuditEvent.action == "configuration.provision.succeeded"))
+    assert succeeded == 1
+
+
+def test_a_changed_host_key_fails_the_job_before_any_command_runs(app, admin_client, lab, hub):
+    place(app, admin_client.tenant_id, hub)
+    lab.sshd.replace_host_key()
+    response = add_router(admin_client, "lab-host-key")
+    router_id = router_id_from(response)
+    run_worker(app)
+    configuration = configuration_of(app, router_id)
+    assert configuration.status == Status.FAILED and configuration.attempt == 1  # not retried
+    assert "does not match the pinned key" in configuration.last_error
+    assert hub_peers(lab) == {}
+    assert lab.sshd.log_text().count("Accepted publickey") == 1  # the bootstrap's login; none since
