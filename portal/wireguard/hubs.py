@@ -262,7 +262,8 @@ def _undo_repairs_overtaken(driver: WgDriver, hub: Hub, plan: HubPlan) -> None:
     reapplied = [repair.configuration.id for _, repair in plan.apply]
     if not reapplied:
         return
-    db.session.expire_all()
+    # A column query reads the rows as the database has them now (no stale identity map to expire; expiring
+    # would also drop the audit head's unflushed hash and fork the chain).
     gone = db.session.scalars(select(VpnConfiguration.public_key).where(
         VpnConfiguration.id.in_(reapplied), VpnConfiguration.status.not_in(list(ON_HUB)))).all()
     if gone:
