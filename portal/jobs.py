@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from flask import Flask, current_app
 from redis import Redis
@@ -18,9 +20,15 @@ from rq import Queue, Retry, get_current_job
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
+from sqlalchemy import update
+
+from portal.audit.service import Actor, record
+from portal.extensions import db
+from portal.types import utcnow
 
 log = logging.getLogger(__name__)
 
+ERROR_MAX = 500
 REDIS_EXTENSION = "portal.redis"
 LOCK_PREFIX = "portal:lock:"
 
@@ -134,3 +142,120 @@ class AppWorker(SimpleWorker):
 def make_worker(app: Flask, name: str | None = None) -> AppWorker:
     with app.app_context():
         return AppWorker([queue()], app=app, connection=redis_connection(), name=name)
+
+
+# Fenced state transitions ------------------------------------------------------------------------
+
+class Fenced(Protocol):
+    """A row worked on by jobs: a status and the `attempt` counter that fences stale workers out."""
+
+    id: int
+    tenant_id: int
+    status: str
+    attempt: int
+
+
+def claim_row(model: type, row_id: int, from_states: Sequence[str], to_state: str):
+    """Take the row for one attempt (its `attempt` is the new number), or None if its state forbids it."""
+    return _update_returning(
+        model,
+        update(model).where(model.id == row_id, model.status.in_(list(from_states)))
+        .values(status=to_state, attempt=model.attempt + 1, updated_at=utcnow()),
+    )
+
+
+def finish_row(model: type, row_id: int, attempt: int, from_state: str, **values):
+    """Write the outcome of attempt `attempt`; None (and nothing written) if a later attempt took over."""
+    return _update_returning(
+        model,
+        update(model).where(model.id == row_id, model.attempt == attempt, model.status == from_state)
+        .values(updated_at=utcnow(), **values),
+    )
+
+
+def _update_returning(model: type, statement):
+    """Run a one-row UPDATE and load the row as it now is, in one round trip."""
+    return db.session.scalars(
+        statement.returning(model).execution_options(synchronize_session=False, populate_existing=True)
+    ).one_or_none()
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One kind of job on a fenced row: from which states it may start, the state it works in, and where a
+    transient error (retry later) or any other error (give up) leaves the row."""
+
+    action: str  # the audit action prefix, e.g. "configuration.provision"
+    claim_from: tuple[str, ...]
+    working: str
+    on_transient: str
+    on_failure: str
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a claimed job will do: the side effect (touching only detached data) and the intent's details."""
+
+    side_effect: Callable[[], Any]
+    details: dict[str, Any]
+
+
+def run_transition(transition: Transition, row_id: int, *, lock: str,
+                   claim: Callable[..., Fenced | None], finish: Callable[..., Fenced | None],
+                   prepare: Callable[[Fenced], Work], complete: Callable[[int, int, Any], Fenced | None]) -> str:
+    """Lock, claim with a compare-and-set, audit the intent, run the side effect, write the outcome if this
+    attempt is still the current one. `claim` and `finish` are the area's `claim_row`/`finish_row`;
+    `complete(row_id, attempt, result)` writes success.
+    """
+    actor = Actor.worker(current_job_id())
+    with work_lock(lock):
+        row = claim(row_id, transition.claim_from, transition.working)
+        if row is None:
+            db.session.rollback()
+            return "nothing to do"
+        attempt = row.attempt
+        work = prepare(row)
+        record(f"{transition.action}.started", actor, tenant_id=row.tenant_id, target=row,
+               details={"attempt": attempt, **work.details})
+        db.session.commit()
+        try:
+            result = work.side_effect()
+        except Exception as error:
+            _record_failure(transition, actor, row_id, attempt, error, finish)
+            raise
+        return _record_outcome(actor, complete(row_id, attempt, result), f"{transition.action}.succeeded", attempt)
+
+
+def _record_outcome(actor: Actor, row: Fenced | None, action: str, attempt: int) -> str:
+    if row is None:
+        db.session.rollback()
+        log.info("attempt %s was superseded by a later one; wrote nothing", attempt)
+        return "superseded"
+    record(action, actor, tenant_id=row.tenant_id, target=row, details={"attempt": attempt})
+    status = row.status
+    db.session.commit()
+    return status
+
+
+def _record_failure(transition: Transition, actor: Actor, row_id: int, attempt: int, error: Exception,
+                    finish: Callable[..., Fenced | None]) -> None:
+    """A transient error (host unreachable) leaves the row in `on_transient` for RQ's retries and, after them,
+    the reconciler; any other error moves it to `on_failure`."""
+    db.session.rollback()
+    transient = isinstance(error, TransientError)
+    message = describe(error)
+    row = finish(row_id, attempt, transition.working,
+                 status=transition.on_transient if transient else transition.on_failure, last_error=message)
+    if row is None:
+        db.session.rollback()
+        return
+    outcome = ("retry" if not is_last_try() else "waiting") if transient else "failed"
+    record(f"{transition.action}.{outcome}", actor, tenant_id=row.tenant_id, target=row,
+           details={"attempt": attempt, "error": message})
+    db.session.commit()
+
+
+def describe(error: Exception) -> str:
+    """An error as one bounded line for the row's `last_error` and the audit log."""
+    text = str(error) or type(error).__name__
+    return text[:ERROR_MAX]

@@ -1,8 +1,9 @@
 """Provisioning, revocation and reconciliation jobs for WireGuard configurations.
 
-Each job takes an id, holds the configuration's Redis lock, claims the row with a compare-and-set
-that bumps `attempt`, writes an intent audit row, calls the hub driver (an "ensure" operation), then
-writes the outcome only if its attempt is still the current one. Any step may run twice.
+Each job is a fenced transition (`portal.jobs.run_transition`): it holds the configuration's Redis lock,
+claims the row with a compare-and-set that bumps `attempt`, writes an intent audit row, calls the hub
+driver (an "ensure" operation), then writes the outcome only if its attempt is still the current one.
+Any step may run twice.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from flask import current_app
 
 from portal.audit.service import Actor, record
 from portal.extensions import db
-from portal.jobs import TransientError, current_job_id, enqueue, is_last_try, lock_is_held, work_lock
+from portal.jobs import Transition, Work, current_job_id, describe, enqueue, lock_is_held, run_transition, work_lock
 from portal.types import utcnow
 from portal.wireguard import hubs, service
 from portal.wireguard.drivers import HubCommandFailed, driver_for
@@ -23,7 +24,6 @@ from portal.wireguard.models import Hub, Status, VpnConfiguration
 from portal.wireguard.wgtext import HubDump, Peer
 
 log = logging.getLogger(__name__)
-ERROR_MAX = 500
 
 
 def lock_name(configuration_id: int) -> str:
@@ -45,83 +45,78 @@ def enqueue_rotate(configuration_id: int) -> None:
             description=f"rotate the keys of WireGuard configuration {configuration_id}")
 
 
+PROVISION = Transition("configuration.provision", claim_from=(Status.PENDING, Status.PROVISIONING),
+                       working=Status.PROVISIONING, on_transient=Status.PENDING, on_failure=Status.FAILED)
+# Revocation and rotation never give up half way: they stay in their state and retries or the reconciler
+# finish them.
+REVOKE = Transition("configuration.revoke", claim_from=(Status.REVOKING,), working=Status.REVOKING,
+                    on_transient=Status.REVOKING, on_failure=Status.REVOKING)
+ROTATE = Transition("configuration.rotate", claim_from=(Status.ROTATING,), working=Status.ROTATING,
+                    on_transient=Status.ROTATING, on_failure=Status.ROTATING)
+
+
+def _run(transition: Transition, configuration_id: int, prepare, complete) -> str:
+    return run_transition(transition, configuration_id, lock=lock_name(configuration_id),
+                          claim=service.claim, finish=service.finish, prepare=prepare, complete=complete)
+
+
 def provision_configuration(configuration_id: int) -> str:
-    actor = Actor.worker(current_job_id())
-    with work_lock(lock_name(configuration_id)):
-        configuration = service.claim(configuration_id, (Status.PENDING, Status.PROVISIONING), Status.PROVISIONING)
-        if configuration is None:
-            db.session.rollback()
-            return "nothing to do"
-        attempt, hub, peer = configuration.attempt, configuration.hub, hubs.configuration_peer(configuration)
-        subnet_on_hub = configuration.subnet.on_hub
-        _record_step(actor, configuration, hub, "configuration.provision.started")
-        db.session.commit()
-        try:
-            if not subnet_on_hub and hub.managed:
-                _bootstrap_for_new_tenant(actor, hub.id)
+    def prepare(configuration: VpnConfiguration) -> Work:
+        hub, peer = configuration.hub, hubs.configuration_peer(configuration)
+        bootstrap_first = hub.managed and not configuration.subnet.on_hub
+
+        def apply() -> None:
+            if bootstrap_first:
+                _bootstrap_for_new_tenant(hub.id)
             verify_applied(driver_for(hub).apply_peer(hub, peer), peer)
-        except Exception as error:
-            _record_failure(actor, configuration_id, attempt, Status.PROVISIONING, error,
-                            retry_state=Status.PENDING, final_state=Status.FAILED, action="configuration.provision")
-            raise
-        done = service.finish(configuration_id, attempt, Status.PROVISIONING,
+        return Work(apply, _detached_hub_details(hub))
+
+    def complete(configuration_id: int, attempt: int, _result) -> VpnConfiguration | None:
+        return service.finish(configuration_id, attempt, Status.PROVISIONING,
                               status=Status.ACTIVE, activated_at=utcnow(), last_error=None)
-        return _record_outcome(actor, done, "configuration.provision.succeeded", attempt)
+    return _run(PROVISION, configuration_id, prepare, complete)
 
 
 def revoke_configuration(configuration_id: int) -> str:
-    actor = Actor.worker(current_job_id())
-    with work_lock(lock_name(configuration_id)):
-        configuration = service.claim(configuration_id, (Status.REVOKING,), Status.REVOKING)
-        if configuration is None:
-            db.session.rollback()
-            return "nothing to do"
-        attempt, hub = configuration.attempt, configuration.hub
+    def prepare(configuration: VpnConfiguration) -> Work:
+        hub = configuration.hub
         keys = [key for key in (configuration.public_key, configuration.next_public_key) if key]
-        _record_step(actor, configuration, hub, "configuration.revoke.started")
-        db.session.commit()
-        try:
-            verify_removed(driver_for(hub).apply_peers(hub, remove=keys), keys)
-        except Exception as error:
-            # Revocation never gives up: it stays `revoking` and the reconciler keeps trying.
-            _record_failure(actor, configuration_id, attempt, Status.REVOKING, error,
-                            retry_state=Status.REVOKING, final_state=Status.REVOKING, action="configuration.revoke")
-            raise
-        done = service.finish(configuration_id, attempt, Status.REVOKING, status=Status.REVOKED,
+        return Work(lambda: verify_removed(driver_for(hub).apply_peers(hub, remove=keys), keys),
+                    _detached_hub_details(hub))
+
+    def complete(configuration_id: int, attempt: int, _result) -> VpnConfiguration | None:
+        return service.finish(configuration_id, attempt, Status.REVOKING, status=Status.REVOKED,
                               revoked_at=utcnow(), private_key=None, preshared_key=None, next_public_key=None,
                               next_private_key=None, next_preshared_key=None, last_error=None)
-        return _record_outcome(actor, done, "configuration.revoke.succeeded", attempt)
+    return _run(REVOKE, configuration_id, prepare, complete)
 
 
 def rotate_configuration(configuration_id: int) -> str:
     """Swap the peer on the hub for the one with the new keys (one `wg set`), then make the new keys current."""
-    actor = Actor.worker(current_job_id())
-    with work_lock(lock_name(configuration_id)):
-        configuration = service.claim(configuration_id, (Status.ROTATING,), Status.ROTATING)
-        if configuration is None:
-            db.session.rollback()
-            return "nothing to do"
-        attempt, hub = configuration.attempt, configuration.hub
-        old_key, new_peer = configuration.public_key, hubs.next_peer(configuration)
-        _record_step(actor, configuration, hub, "configuration.rotate.started")
-        db.session.commit()
-        try:
+    def prepare(configuration: VpnConfiguration) -> Work:
+        hub, old_key, new_peer = configuration.hub, configuration.public_key, hubs.next_peer(configuration)
+
+        def swap() -> None:
             state = driver_for(hub).apply_peers(hub, apply=[new_peer], remove=[old_key])
             verify_applied(state, new_peer)
             verify_removed(state, [old_key])
-        except Exception as error:
-            # Like revocation, a rotation is finished by retries or the reconciler, never abandoned half way.
-            _record_failure(actor, configuration_id, attempt, Status.ROTATING, error,
-                            retry_state=Status.ROTATING, final_state=Status.ROTATING, action="configuration.rotate")
-            raise
-        done = service.finish_rotation(configuration_id, attempt)
-        return _record_outcome(actor, done, "configuration.rotate.succeeded", attempt)
+        return Work(swap, _detached_hub_details(hub))
+
+    return _run(ROTATE, configuration_id, prepare,
+                lambda configuration_id, attempt, _result: service.finish_rotation(configuration_id, attempt))
 
 
-def _bootstrap_for_new_tenant(actor: Actor, hub_id: int) -> None:
+def _detached_hub_details(hub: Hub) -> dict:
+    """The intent's details; the hub is detached so the side effect can use it after the intent's commit."""
+    details = {"hub": hub.name, "driver": hub.driver}
+    db.session.expunge(hub)
+    return details
+
+
+def _bootstrap_for_new_tenant(hub_id: int) -> None:
     """A tenant's first configuration on a managed hub: the hub gets its address and firewall rules first."""
     with work_lock(f"hub:{hub_id}"):
-        hubs.bootstrap(actor, db.session.get(Hub, hub_id))
+        hubs.bootstrap(Actor.worker(current_job_id()), db.session.get(Hub, hub_id))
         db.session.commit()
 
 
@@ -137,47 +132,6 @@ def verify_applied(state: HubDump | None, peer: Peer) -> None:
 def verify_removed(state: HubDump | None, public_keys: list[str]) -> None:
     if state is not None and any(key in state.peers for key in public_keys):
         raise HubCommandFailed("the hub still shows the peer after removing it")
-
-
-def _record_step(actor: Actor, configuration: VpnConfiguration, hub: Hub, action: str) -> None:
-    """The intent row, committed before the hub is touched. The hub is detached to outlive the commit."""
-    record(action, actor, tenant_id=configuration.tenant_id, target=configuration,
-           details={"attempt": configuration.attempt, "hub": hub.name, "driver": hub.driver})
-    db.session.expunge(hub)
-
-
-def _record_outcome(actor: Actor, configuration: VpnConfiguration | None, action: str, attempt: int) -> str:
-    if configuration is None:
-        db.session.rollback()
-        log.info("attempt %s was superseded by a later one; wrote nothing", attempt)
-        return "superseded"
-    record(action, actor, tenant_id=configuration.tenant_id, target=configuration, details={"attempt": attempt})
-    status = configuration.status
-    db.session.commit()
-    return status
-
-
-def _record_failure(actor: Actor, configuration_id: int, attempt: int, in_state: str, error: Exception, *,
-                    retry_state: str, final_state: str, action: str) -> None:
-    """A transient error (hub unreachable) leaves the row in `retry_state` for RQ's retries and, after them,
-    the reconciler; any other error moves it to `final_state`."""
-    db.session.rollback()
-    transient = isinstance(error, TransientError)
-    message = describe(error)
-    configuration = service.finish(configuration_id, attempt, in_state,
-                                   status=retry_state if transient else final_state, last_error=message)
-    if configuration is None:
-        db.session.rollback()
-        return
-    outcome = ("retry" if not is_last_try() else "waiting") if transient else "failed"
-    record(f"{action}.{outcome}", actor, tenant_id=configuration.tenant_id,
-           target=configuration, details={"attempt": attempt, "error": message})
-    db.session.commit()
-
-
-def describe(error: Exception) -> str:
-    text = str(error) or type(error).__name__
-    return text[:ERROR_MAX]
 
 
 ENQUEUE_BY_STATUS = {

@@ -23,6 +23,7 @@ from portal.extensions import db
 from portal.ipam import service as ipam
 from portal.ipam.models import TenantSubnet
 from portal.ipam.pool import host_address, hub_address
+from portal.jobs import claim_row, finish_row
 from portal.types import utcnow
 from portal.wireguard.models import IN_FLIGHT, REVOCABLE, Hub, Router, Status, VpnConfiguration
 from portal.wireguard.render import PeerConfig
@@ -253,30 +254,12 @@ def finish_rotation(configuration_id: int, attempt: int) -> VpnConfiguration | N
 
 
 def claim(configuration_id: int, from_states: Sequence[str], to_state: str) -> VpnConfiguration | None:
-    """Take the configuration for one attempt (its `attempt` is the new number), or None if its state forbids it."""
-    return _update_returning(
-        update(VpnConfiguration)
-        .where(VpnConfiguration.id == configuration_id, VpnConfiguration.status.in_(list(from_states)))
-        .values(status=to_state, attempt=VpnConfiguration.attempt + 1, updated_at=utcnow())
-    )
+    return claim_row(VpnConfiguration, configuration_id, from_states, to_state)
 
 
 def finish(configuration_id: int, attempt: int, from_state: str, **values) -> VpnConfiguration | None:
-    """Write the outcome of attempt `attempt`; None (and nothing written) if a later attempt took over."""
-    configuration = _update_returning(
-        update(VpnConfiguration)
-        .where(VpnConfiguration.id == configuration_id, VpnConfiguration.attempt == attempt,
-               VpnConfiguration.status == from_state)
-        .values(updated_at=utcnow(), **values)
-    )
+    """`finish_row` for configurations; a revoked configuration's address is free again."""
+    configuration = finish_row(VpnConfiguration, configuration_id, attempt, from_state, **values)
     if configuration is not None and configuration.status == Status.REVOKED:
         ipam.release_host(configuration.subnet_id, configuration.host_index)
     return configuration
-
-
-def _update_returning(statement) -> VpnConfiguration | None:
-    """Run a one-row UPDATE and load the row as it now is, in one round trip."""
-    return db.session.scalars(
-        statement.returning(VpnConfiguration)
-        .execution_options(synchronize_session=False, populate_existing=True)
-    ).one_or_none()
