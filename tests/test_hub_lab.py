@@ -17,9 +17,9 @@ from portal.audit.service import Actor, verify_chain
 from portal.extensions import db
 from portal.ipam.pool import hub_address
 from portal.jobs import enqueue
+from portal.remote import SshRunner
 from portal.tenancy.models import Tenant
 from portal.wireguard import hubs
-from portal.wireguard.drivers import SshRunner
 from portal.wireguard.models import Hub, Status, VpnConfiguration
 from portal.wireguard.wgtext import parse_dump
 from tests.conftest import (

@@ -16,6 +16,7 @@ from redis import Redis
 from sqlalchemy import func, select
 
 import worker
+from portal import remote
 from portal.audit.models import AuditEvent
 from portal.extensions import db
 from portal.jobs import LOCK_PREFIX, TransientError, queue, redis_connection
@@ -64,7 +65,7 @@ class FlakyDriver(drivers.NoneDriver):
 def flaky_driver(monkeypatch):
     def install(failures: int, error: Exception | None = None):
         FlakyDriver.calls = 0
-        failing = FlakyDriver(failures, error or drivers.HubUnreachable("hub.test.example: connection refused"))
+        failing = FlakyDriver(failures, error or remote.HostUnreachable("hub.test.example: connection refused"))
         monkeypatch.setitem(drivers.DRIVERS, "none", lambda hub: failing)
 
     return install
@@ -121,7 +122,7 @@ def test_an_unreachable_hub_leaves_provisioning_waiting_for_the_reconciler(app, 
 
 
 def test_a_hub_error_fails_with_the_error_shown_and_a_retry_button(app, admin_client, flaky_driver):
-    flaky_driver(failures=1, error=drivers.HubCommandFailed("`bash -c` exited 1: wg: Unable to modify interface"))
+    flaky_driver(failures=1, error=remote.RemoteCommandFailed("`bash -c` exited 1: wg: Unable to modify interface"))
     configuration_id = new_configuration_id(app, admin_client, "hub-error")
     run_worker(app)
     configuration = load(app, configuration_id)
@@ -247,7 +248,7 @@ def test_two_workers_racing_on_one_router_provision_it_once(app, admin_client):
 
 
 def test_transient_errors_are_the_retryable_kind():
-    assert issubclass(drivers.HubUnreachable, TransientError)
+    assert issubclass(remote.HostUnreachable, TransientError)
 
 
 @pytest.mark.parametrize("periodic", worker.PERIODIC, ids=lambda periodic: periodic.function.rsplit(".", 1)[1])

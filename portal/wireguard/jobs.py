@@ -17,9 +17,10 @@ from flask import current_app
 from portal.audit.service import Actor, record
 from portal.extensions import db
 from portal.jobs import Transition, Work, current_job_id, describe, enqueue, lock_is_held, run_transition, work_lock
+from portal.remote import RemoteCommandFailed
 from portal.types import utcnow
 from portal.wireguard import hubs, service
-from portal.wireguard.drivers import HubCommandFailed, driver_for
+from portal.wireguard.drivers import driver_for
 from portal.wireguard.models import Hub, Status, VpnConfiguration
 from portal.wireguard.wgtext import HubDump, Peer
 
@@ -126,12 +127,12 @@ def verify_applied(state: HubDump | None, peer: Peer) -> None:
         return
     seen = state.peers.get(peer.public_key)
     if seen is None or not seen.matches(peer):
-        raise HubCommandFailed("the hub does not show the peer as applied")
+        raise RemoteCommandFailed("the hub does not show the peer as applied")
 
 
 def verify_removed(state: HubDump | None, public_keys: list[str]) -> None:
     if state is not None and any(key in state.peers for key in public_keys):
-        raise HubCommandFailed("the hub still shows the peer after removing it")
+        raise RemoteCommandFailed("the hub still shows the peer after removing it")
 
 
 ENQUEUE_BY_STATUS = {
