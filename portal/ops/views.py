@@ -1,0 +1,73 @@
+"""Health for load balancers and orchestrators: `/healthz` (the process answers) and `/readyz` (what it needs
+answers: the database, Redis, the queue and its workers; hubs and servers are reported, not required)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from flask import Blueprint, current_app, jsonify
+from rq import Worker
+from sqlalchemy import func, select, text
+
+from portal.extensions import csrf, db
+from portal.jobs import describe, queue, redis_connection
+from portal.types import utcnow
+from portal.wireguard.models import Hub
+
+blueprint = Blueprint("ops", __name__)
+csrf.exempt(blueprint)
+
+
+@blueprint.get("/healthz")
+def healthz():
+    return jsonify(status="ok")
+
+
+@blueprint.get("/readyz")
+def readyz():
+    """200 when every required check is ok, else 503; each check says its own state."""
+    checks = {name: _run(check) for name, check in REQUIRED_CHECKS.items()}
+    ready = all(check["state"] == "ok" for check in checks.values())
+    checks["hubs"] = _run(_hubs)
+    return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
+
+
+def _run(check: Callable[[], dict]) -> dict:
+    try:
+        return {"state": "ok", **check()}
+    except Exception as error:
+        db.session.rollback()
+        return {"state": "error", "error": describe(error).splitlines()[0]}
+
+
+def _database() -> dict:
+    db.session.execute(text("SELECT 1"))
+    return {"dialect": db.engine.dialect.name}
+
+
+def _redis() -> dict:
+    redis_connection().ping()
+    return {}
+
+
+def _queue() -> dict:
+    jobs = queue()
+    workers = Worker.count(queue=jobs)
+    if not workers:
+        return {"state": "error", "error": "no worker is registered on the queue", "depth": len(jobs)}
+    return {"depth": len(jobs), "workers": workers}
+
+
+def _hubs() -> dict:
+    """Managed hubs and how many the monitor reached lately; a hub that is down does not make the portal unready."""
+    recent = utcnow() - timedelta(seconds=3 * current_app.config["PORTAL_MONITOR_INTERVAL"])
+    managed = Hub.driver != "none"
+    total, polled = db.session.execute(
+        select(func.count(), func.count().filter((Hub.last_polled_at >= recent) & Hub.last_poll_error.is_(None)))
+        .where(managed)
+    ).one()
+    return {"managed": total, "polled_recently": polled}
+
+
+REQUIRED_CHECKS: dict[str, Callable[[], dict]] = {"database": _database, "redis": _redis, "queue": _queue}

@@ -1,0 +1,62 @@
+"""Health and readiness endpoints, against the real database and Redis (and a Redis that is not there)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from portal.jobs import make_worker
+from tests.conftest import free_port
+from tests.test_factory import built_app
+
+
+@contextmanager
+def registered_worker(app):
+    """A real RQ worker registered on the queue, as a running `worker.py` is."""
+    worker = make_worker(app)
+    worker.register_birth()
+    try:
+        yield worker
+    finally:
+        worker.register_death()
+
+
+def test_healthz_answers_without_login(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_readyz_is_ready_with_database_redis_and_a_worker(app, client):
+    with registered_worker(app):
+        response = client.get("/readyz")
+    body = response.get_json()
+    assert response.status_code == 200, body
+    assert body["status"] == "ready"
+    assert {name: check["state"] for name, check in body["checks"].items()} == {
+        "database": "ok", "redis": "ok", "queue": "ok", "hubs": "ok"}
+    assert body["checks"]["queue"]["workers"] >= 1
+    assert body["checks"]["queue"]["depth"] >= 0
+
+
+def test_readyz_without_workers_is_not_ready_and_says_why(client):
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    queue = response.get_json()["checks"]["queue"]
+    assert queue["state"] == "error" and "no worker" in queue["error"]
+
+
+def test_readyz_with_redis_down_is_not_ready_and_the_database_still_ok():
+    with built_app({"PORTAL_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}) as app:
+        response = app.test_client().get("/readyz")
+    checks = response.get_json()["checks"]
+    assert response.status_code == 503
+    assert checks["redis"]["state"] == "error" and "refused" in checks["redis"]["error"].lower()
+    assert checks["database"]["state"] == "ok"
+
+
+def test_readyz_with_the_database_unreachable_answers_503_not_500(tmp_path):
+    unreachable = f"sqlite:///{tmp_path}/missing-directory/portal.db"
+    with built_app({"SQLALCHEMY_DATABASE_URI": unreachable}) as app:
+        response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["database"]["state"] == "error"
