@@ -2,7 +2,7 @@
 
     sudo .venv/bin/python bench/hub.py [--routers 200]
 
-Builds the WireGuard lab of tests/netlab.py (wireguard-go hub, private sshd), adds the hub to a fresh
+Builds the WireGuard lab of tests/lab.py (wireguard-go hub, private sshd), adds the hub to a fresh
 SQLite database with an embedded Redis (or PORTAL_DATABASE_URL / PORTAL_REDIS_URL, which are WIPED),
 then:
 - provisions N routers through the portal's jobs (one RQ worker in this process, burst mode) and prints
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from portal import ssh  # noqa: E402
 from portal.crypto import generate_keypair, generate_preshared_key  # noqa: E402
 from portal.devserver import start_embedded_redis  # noqa: E402
-from tests.netlab import Lab, lab_missing  # noqa: E402
+from tests.lab import Lab, lab_missing  # noqa: E402
 
 BATCHES = (1, 10, 50)
 
@@ -65,7 +65,7 @@ def lab_hub_and_tenant(app, lab: Lab) -> tuple[int, int]:
     from portal.tenancy.service import create_tenant
     from portal.wireguard import hubs
 
-    actor, target = Actor.system("bench"), lab.sshd.target()
+    actor, target = Actor.system("bench"), lab.hub.sshd.target()
     with app.app_context():
         hub = hubs.save_hub(actor, hubs.HubSettings(
             name="bench hub", endpoint_host=lab.hub_endpoint, ssh_host=target.host, ssh_port=target.port,

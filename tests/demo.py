@@ -1,6 +1,6 @@
 """`make demo` (root): the portal with a real WireGuard lab hub and routers that come online.
 
-Builds the lab (tests/netlab.py), adds its hub to a fresh demo database and bootstraps it over SSH, puts
+Builds the lab (tests/lab.py), adds its hub to a fresh demo database and bootstraps it over SSH, puts
 the demo tenant on it, provisions a few routers through the worker, brings their downloaded `.conf` up
 in their namespaces and keeps a ping running in each, so the portal shows live handshakes and traffic.
 Ctrl-C stops the web server, the worker, Redis, and tears the lab down.
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from portal.devserver import INSTANCE, prepare_database, start_embedded_redis, stop  # noqa: E402
-from tests.netlab import Lab, lab_missing  # noqa: E402
+from tests.lab import Lab, lab_missing  # noqa: E402
 
 ROUTERS = 3
 
@@ -39,7 +39,7 @@ def add_lab_hub(app, lab: Lab) -> None:
     from portal.tenancy.service import tenant_by_name
     from portal.wireguard import hubs
 
-    actor, target = Actor.system("demo"), lab.sshd.target()
+    actor, target = Actor.system("demo"), lab.hub.sshd.target()
     with app.app_context():
         hub = hubs.save_hub(actor, hubs.HubSettings(
             name="lab hub", endpoint_host=lab.hub_endpoint, ssh_host=target.host, ssh_port=target.port,

@@ -32,7 +32,7 @@ from tests.conftest import (
     run_worker,
     unique,
 )
-from tests.netlab import Lab, lab_missing
+from tests.lab import Lab, lab_missing
 
 ACTOR = Actor.system("test")
 
@@ -49,7 +49,7 @@ def lab():
 @pytest.fixture
 def hub(app, lab):
     """The lab's hub, added to the portal and bootstrapped with `flask hub bootstrap`; retired afterwards."""
-    target = lab.sshd.target()
+    target = lab.hub.sshd.target()
     with app.app_context():
         saved = hubs.save_hub(ACTOR, hubs.HubSettings(
             name=unique("lab hub"), endpoint_host=lab.hub_endpoint, ssh_host=target.host, ssh_port=target.port,
@@ -236,7 +236,7 @@ def test_rotated_keys_work_and_the_old_ones_do_not(app, admin_client, lab, hub):
 
 def test_provisioning_waits_while_the_hub_is_down_and_finishes_once_it_is_back(app, admin_client, lab, hub):
     place(app, admin_client.tenant_id, hub)
-    lab.sshd.stop()
+    lab.hub.sshd.stop()
     response = add_router(admin_client, "lab-hub-down")
     router_id = router_id_from(response)
     run_worker(app)  # the first try and its retries find sshd gone
@@ -244,7 +244,7 @@ def test_provisioning_waits_while_the_hub_is_down_and_finishes_once_it_is_back(a
     assert waiting.status == Status.PENDING
     assert "waiting for hub: cannot reach" in admin_client.get(f"/routers/{router_id}").get_data(as_text=True)
 
-    lab.sshd.start()
+    lab.hub.sshd.start()
     app.test_cli_runner().invoke(args=["reconcile"])
     run_worker(app)
     done = configuration_of(app, router_id)
@@ -258,7 +258,7 @@ def test_provisioning_waits_while_the_hub_is_down_and_finishes_once_it_is_back(a
 
 def test_a_changed_host_key_fails_the_job_before_any_command_runs(app, admin_client, lab, hub):
     place(app, admin_client.tenant_id, hub)
-    lab.sshd.replace_host_key()
+    lab.hub.sshd.replace_host_key()
     response = add_router(admin_client, "lab-host-key")
     router_id = router_id_from(response)
     run_worker(app)
@@ -266,4 +266,4 @@ def test_a_changed_host_key_fails_the_job_before_any_command_runs(app, admin_cli
     assert configuration.status == Status.FAILED and configuration.attempt == 1  # not retried
     assert "does not match the pinned key" in configuration.last_error
     assert hub_peers(lab) == {}
-    assert lab.sshd.log_text().count("Accepted publickey") == 1  # the bootstrap's login; none since
+    assert lab.hub.sshd.log.count("Accepted publickey") == 1  # the bootstrap's login; none since
