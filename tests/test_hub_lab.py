@@ -191,6 +191,45 @@ def test_tenants_on_one_hub_cannot_reach_each_other(app, admin_client, other_ten
     assert not router_b1.ping(str(hub_address(network_a)), count=2, timeout=1)
 
 
+def test_the_router_to_router_setting_opens_and_closes_traffic_between_a_tenants_routers(
+        app, admin_client, platform_admin, lab, hub):
+    place(app, admin_client.tenant_id, hub)
+    first, second = (add_and_provision(app, admin_client, name) for name in ("lab-r2r-1", "lab-r2r-2"))
+    connect(admin_client, lab.routers[0], first)
+    connect(admin_client, lab.routers[1], second)
+    assert ping_eventually(lab.routers[1], str(hub_address(IPv4Network(f"{second.address}/24", strict=False))))
+    assert not lab.routers[0].ping(second.address, count=2, timeout=1)
+
+    staff = app.test_client()
+    login(staff, platform_admin)
+    toggle = f"/admin/tenants/{admin_client.tenant_id}/router-to-router"
+    response = post(staff, toggle, {"allowed": "yes"}, token_page="/tenants", follow_redirects=True)
+    assert "may now reach each other once the hub firewall is updated" in response.get_data(as_text=True)
+    run_worker(app)
+    assert ping_eventually(lab.routers[0], second.address)
+
+    post(staff, toggle, {"allowed": "no"}, token_page="/tenants")
+    run_worker(app)
+    assert not lab.routers[0].ping(second.address, count=2, timeout=1)
+    assert audit_actions(app, "tenant.router_to_router.") == ["tenant.router_to_router.changed"] * 2
+
+
+def test_bootstrap_now_on_the_hub_page_runs_in_a_worker_and_shows_its_outcome(app, platform_admin, lab, hub):
+    staff = app.test_client()
+    login(staff, platform_admin)
+    response = post(staff, f"/admin/hubs/{hub}/bootstrap", token_page="/admin/hubs", follow_redirects=True)
+    assert "Bootstrap of" in response.get_data(as_text=True)
+    run_worker(app)
+    card = staff.get("/admin/hubs").get_data(as_text=True)
+    assert re.search(r"Last bootstrap</dt><dd>[^<]*<time[^>]*>[^<]*</time>:\s*unchanged", card), card
+
+    lab.hub.sshd.stop()
+    post(staff, f"/admin/hubs/{hub}/bootstrap", token_page="/admin/hubs")
+    run_worker(app)
+    assert "failed: " in staff.get("/admin/hubs").get_data(as_text=True)
+    lab.hub.sshd.start()
+
+
 def test_one_reconcile_repairs_drift_and_audits_both_repairs(app, admin_client, lab, hub):
     place(app, admin_client.tenant_id, hub)
     kept = add_and_provision(app, admin_client, "lab-kept")

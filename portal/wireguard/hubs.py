@@ -15,6 +15,7 @@ from ipaddress import IPv4Network
 from sqlalchemy import delete, func, select, update
 
 from portal import ssh
+from portal.audit.models import AuditEvent
 from portal.audit.service import Actor, record
 from portal.crypto import generate_keypair, public_key_for
 from portal.errors import Conflict, DomainError
@@ -137,6 +138,27 @@ def place_tenant(actor: Actor, tenant_id: int, hub: Hub) -> TenantSubnet:
         raise Conflict("This tenant already has its subnet on another hub.")
     record("tenant.placed", actor, tenant_id=tenant_id, target=hub, details={"subnet": subnet.network})
     return subnet
+
+
+def set_router_to_router(actor: Actor, tenant_id: int, allowed: bool) -> list[int]:
+    """Let a tenant's routers reach each other through the hub, or not; the managed hubs whose firewall must
+    be bootstrapped again for it to take effect."""
+    tenant = db.get_or_404(Tenant, tenant_id)
+    if tenant.router_to_router == allowed:
+        return []
+    tenant.router_to_router = allowed
+    record("tenant.router_to_router.changed", actor, tenant_id=tenant_id, target=tenant, details={"allowed": allowed})
+    return list(db.session.scalars(select(Hub.id).join(TenantSubnet, TenantSubnet.hub_id == Hub.id)
+                                   .where(TenantSubnet.tenant_id == tenant_id, Hub.driver != "none")))
+
+
+def last_bootstraps(hub_ids: Sequence[int]) -> dict[int, AuditEvent]:
+    """Each hub's latest bootstrap outcome (done or failed), for the hubs page."""
+    latest = (select(func.max(AuditEvent.id))
+              .where(AuditEvent.target_type == Hub.__tablename__, AuditEvent.target_id.in_(list(hub_ids)),
+                     AuditEvent.action.in_(["hub.bootstrapped", "hub.bootstrap.failed"]))
+              .group_by(AuditEvent.target_id))
+    return {event.target_id: event for event in db.session.scalars(select(AuditEvent).where(AuditEvent.id.in_(latest)))}
 
 
 # Desired state ----------------------------------------------------------------------------------

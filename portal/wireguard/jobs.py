@@ -116,9 +116,35 @@ def _detached_hub_details(hub: Hub) -> dict:
 
 def _bootstrap_for_new_tenant(hub_id: int) -> None:
     """A tenant's first configuration on a managed hub: the hub gets its address and firewall rules first."""
-    with work_lock(f"hub:{hub_id}"):
+    with work_lock(hub_lock(hub_id)):
         hubs.bootstrap(Actor.worker(current_job_id()), db.session.get(Hub, hub_id))
         db.session.commit()
+
+
+def hub_lock(hub_id: int) -> str:
+    return f"hub:{hub_id}"
+
+
+def enqueue_bootstrap(hub_id: int) -> None:
+    enqueue("portal.wireguard.jobs.bootstrap_hub", hub_id, description=f"bootstrap hub {hub_id}")
+
+
+def bootstrap_hub(hub_id: int) -> str:
+    """Bring a hub to the desired state (after a platform admin asked, or a tenant's firewall setting changed).
+    A failure is audited on the hub, so its page can say why."""
+    actor = Actor.worker(current_job_id())
+    with work_lock(hub_lock(hub_id)):
+        hub = db.session.get(Hub, hub_id)
+        try:
+            changes = hubs.bootstrap(actor, hub)
+        except Exception as error:
+            db.session.rollback()
+            record("hub.bootstrap.failed", actor, tenant_id=None, target=db.session.get(Hub, hub_id),
+                   details={"error": describe(error)})
+            db.session.commit()
+            raise
+        db.session.commit()
+        return "; ".join(changes)
 
 
 def verify_applied(state: HubDump | None, peer: Peer) -> None:
@@ -189,7 +215,7 @@ def _dry_run_hub(hub: Hub) -> list[str]:
 def reconcile_hub(hub_id: int) -> str:
     """Repair one hub's drift from the database; the result is kept on the hub for its page."""
     actor = Actor.worker(current_job_id())
-    with work_lock(f"hub:{hub_id}"):
+    with work_lock(hub_lock(hub_id)):
         hub = db.session.get(Hub, hub_id)
         if hub is None or not hub.managed:
             return "not managed"

@@ -204,7 +204,36 @@ def host_key_fingerprint(host_key: str | None) -> str:
 @blueprint.route("/admin/hubs")
 @platform_admin_required
 def hubs():
-    return render_template("wireguard/hubs.html", hubs=service.hubs_with_tenant_counts())
+    listed = service.hubs_with_tenant_counts()
+    return render_template("wireguard/hubs.html", hubs=listed,
+                           bootstraps=hub_service.last_bootstraps([hub.id for hub, _ in listed]), form=ActionForm())
+
+
+@blueprint.post("/admin/hubs/<int:hub_id>/bootstrap")
+@platform_admin_required
+def bootstrap_hub(hub_id: int):
+    hub = db.get_or_404(Hub, hub_id)
+    if ActionForm().validate_on_submit():
+        if not hub.managed:
+            flash(f"Hub {hub.name} is not managed by the portal; there is nothing to bootstrap.", "error")
+        else:
+            jobs.enqueue_bootstrap(hub.id)
+            flash(f"Bootstrap of {hub.name} queued; this page shows its outcome once a worker has run it.")
+    return redirect(url_for("wireguard.hubs"), 303)
+
+
+@blueprint.post("/admin/tenants/<int:tenant_id>/router-to-router")
+@platform_admin_required
+def set_router_to_router(tenant_id: int):
+    if ActionForm().validate_on_submit():
+        allowed = request.form.get("allowed") == "yes"
+        hub_ids = hub_service.set_router_to_router(request_actor(), tenant_id, allowed)
+        db.session.commit()
+        for hub_id in hub_ids:
+            jobs.enqueue_bootstrap(hub_id)
+        flash("Routers of this tenant " + ("may now reach each other" if allowed else "no longer reach each other")
+              + (" once the hub firewall is updated (queued)." if hub_ids else "."))
+    return redirect(url_for("tenancy.tenants"), 303)
 
 
 @blueprint.route("/admin/hubs/new", methods=["GET", "POST"], defaults={"hub_id": None})
