@@ -33,6 +33,8 @@ class Periodic:
 PERIODIC = (
     Periodic("portal.wireguard.jobs.reconcile", "PORTAL_RECONCILE_INTERVAL", "reconcile configurations and hubs"),
     Periodic("portal.wireguard.jobs.poll_hubs", "PORTAL_MONITOR_INTERVAL", "poll hubs for handshakes and traffic"),
+    Periodic("portal.openvpn.jobs.reconcile_clients", "PORTAL_RECONCILE_INTERVAL", "reconcile OpenVPN clients"),
+    Periodic("portal.openvpn.jobs.poll_servers", "PORTAL_MONITOR_INTERVAL", "poll OpenVPN servers for sessions"),
 )
 
 

@@ -66,11 +66,12 @@ def _tune_sqlite(engine) -> None:
 def _register_blueprints(app: Flask) -> None:
     from portal.audit.views import blueprint as audit
     from portal.auth.views import blueprint as auth
+    from portal.openvpn.views import blueprint as openvpn
     from portal.ops.views import blueprint as ops
     from portal.tenancy.views import blueprint as tenancy
     from portal.wireguard.views import blueprint as wireguard
 
-    for blueprint in (auth, tenancy, wireguard, audit, ops):
+    for blueprint in (auth, tenancy, wireguard, openvpn, audit, ops):
         app.register_blueprint(blueprint)
 
 

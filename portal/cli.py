@@ -234,3 +234,6 @@ def reconcile_command(dry_run: bool) -> None:
 def register(app: Flask) -> None:
     for command in (tenants_cli, users_cli, keys_cli, audit_cli, hub_cli, seed_demo_command, reconcile_command):
         app.cli.add_command(command)
+    from portal.openvpn.cli import openvpn_cli
+
+    app.cli.add_command(openvpn_cli)

@@ -1,0 +1,324 @@
+"""OpenVPN clients and servers: creation, revocation, retry, monitoring, and server settings.
+
+Views and jobs call these functions with explicit arguments; they add and flush, and the caller commits
+once. Jobs are enqueued by the caller after the commit (see `portal.openvpn.jobs`). Every status change
+of a client happens in one function here, so live notifications can be added in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from ipaddress import IPv4Address, IPv4Network
+
+from sqlalchemy import exists, func, select, update
+
+from portal import ssh
+from portal.audit.service import Actor, record
+from portal.errors import Conflict, DomainError
+from portal.extensions import db
+from portal.jobs import claim_row, finish_row
+from portal.openvpn.driver import Session, check_base_dir, driver_for
+from portal.openvpn.models import (
+    CLIENT_NAME,
+    CLIENT_NAME_RULE,
+    DRIVERS,
+    IN_FLIGHT,
+    PROTOCOLS,
+    RESERVED_NAMES,
+    REVOCABLE,
+    OpenVpnServer,
+    Status,
+    VpnClient,
+)
+from portal.types import utcnow
+
+HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|[0-9A-Fa-f:.]{2,45}")
+SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
+
+
+def validate_client_name(name: str) -> str:
+    name = name.strip()
+    if not CLIENT_NAME.fullmatch(name):
+        raise DomainError(f"Client names are {CLIENT_NAME_RULE}.")
+    if name.lower() in RESERVED_NAMES:
+        raise DomainError(f"The name {name!r} is reserved for the server's own certificate.")
+    return name
+
+
+def name_taken(server_id: int, name: str) -> bool:
+    return db.session.scalar(select(exists().where(
+        VpnClient.server_id == server_id, func.lower(VpnClient.name) == name.lower())))
+
+
+def name_taken_message(name: str) -> str:
+    return (f"The name {name!r} is already in use on this server. A certificate name cannot be reused, "
+            "not even after it is revoked.")
+
+
+# Servers ----------------------------------------------------------------------------------------
+
+def default_server() -> OpenVpnServer:
+    """The server new clients go to: the one open to new clients with the fewest live clients."""
+    live = func.count(VpnClient.id)
+    server = db.session.scalar(
+        select(OpenVpnServer)
+        .outerjoin(VpnClient, (VpnClient.server_id == OpenVpnServer.id) & (VpnClient.status != Status.REVOKED))
+        .where(OpenVpnServer.accepts_new_clients).group_by(OpenVpnServer.id)
+        .order_by(live, OpenVpnServer.id).limit(1))
+    if server is None:
+        raise DomainError("No OpenVPN server takes new clients yet; ask a platform admin to add one.")
+    return server
+
+
+def servers_with_client_counts() -> list[tuple[OpenVpnServer, int]]:
+    rows = db.session.execute(
+        select(OpenVpnServer, func.count(VpnClient.id))
+        .outerjoin(VpnClient, (VpnClient.server_id == OpenVpnServer.id) & (VpnClient.status != Status.REVOKED))
+        .group_by(OpenVpnServer.id).order_by(OpenVpnServer.name)).all()
+    return [(server, clients) for server, clients in rows]
+
+
+def all_servers() -> list[OpenVpnServer]:
+    return list(db.session.scalars(select(OpenVpnServer).order_by(OpenVpnServer.id)))
+
+
+def server_named(name: str) -> OpenVpnServer | None:
+    return db.session.scalar(select(OpenVpnServer).where(OpenVpnServer.name == name))
+
+
+@dataclass
+class ServerSettings:
+    """What a platform admin enters for an OpenVPN server (validated by `save_server`)."""
+
+    name: str
+    remote_host: str
+    remote_port: int = 1194
+    protocol: str = "udp"
+    base_dir: str = "/etc/openvpn/portal"
+    network: str = "10.8.0.0"
+    netmask: str = "255.255.255.0"
+    management_port: int = 7505
+    driver: str = "ssh"
+    accepts_new_clients: bool = True
+    ssh_host: str = ""
+    ssh_port: int = 22
+    ssh_user: str = "root"
+    ssh_host_key: str = ""
+    ssh_private_key: str = ""  # blank on edit: keep the stored one
+
+
+class SettingError(DomainError):
+    """A bad value in one field of the server settings; `field` names it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def save_server(actor: Actor, settings: ServerSettings, server: OpenVpnServer | None = None) -> OpenVpnServer:
+    """Create a server, or update one; the audit row names what changed but never a key."""
+    _validate_server(settings, server)
+    creating = server is None
+    if creating:
+        server = OpenVpnServer(name=settings.name)
+        db.session.add(server)
+    for column in ("name", "remote_host", "remote_port", "protocol", "base_dir", "network", "netmask",
+                   "management_port", "driver", "accepts_new_clients", "ssh_port", "ssh_user"):
+        setattr(server, column, getattr(settings, column))
+    server.ssh_host, server.ssh_host_key = settings.ssh_host or None, settings.ssh_host_key or None
+    if settings.ssh_private_key:
+        server.ssh_private_key = settings.ssh_private_key
+    db.session.flush()
+    record("openvpn_server.created" if creating else "openvpn_server.updated", actor, tenant_id=None, target=server,
+           details={"name": server.name, "driver": server.driver, "protocol": server.protocol,
+                    "remote": f"{server.remote_host}:{server.remote_port}", "base_dir": server.base_dir,
+                    "network": f"{server.network}/{server.netmask}",
+                    "ssh": f"{server.ssh_user}@{server.ssh_host}:{server.ssh_port}" if server.ssh_host else None,
+                    "host_key": ssh.fingerprint(server.ssh_host_key) if server.ssh_host_key else None})
+    return server
+
+
+def _validate_server(settings: ServerSettings, server: OpenVpnServer | None) -> None:
+    settings.name, settings.remote_host = settings.name.strip(), settings.remote_host.strip()
+    settings.ssh_host, settings.base_dir = (settings.ssh_host or "").strip(), settings.base_dir.strip()
+    if not SERVER_NAME.fullmatch(settings.name):
+        raise SettingError("name", "1 to 64 letters, digits, spaces, dots, dashes or underscores.")
+    if not HOST_NAME.fullmatch(settings.remote_host):
+        raise SettingError("remote_host", "A host name or an IP address.")
+    for field in ("remote_port", "management_port", "ssh_port"):
+        if not 1 <= getattr(settings, field) <= 65535:
+            raise SettingError(field, "Ports are 1 to 65535.")
+    if settings.protocol not in PROTOCOLS:
+        raise SettingError("protocol", f"One of {', '.join(PROTOCOLS)}.")
+    if settings.driver not in DRIVERS:
+        raise SettingError("driver", f"One of {', '.join(DRIVERS)}.")
+    try:
+        check_base_dir(settings.base_dir)
+    except ValueError as error:
+        raise SettingError("base_dir", str(error).capitalize() + ".") from None
+    try:
+        network = IPv4Network(f"{settings.network.strip()}/{settings.netmask.strip()}")
+    except ValueError as error:
+        raise SettingError("network", f"Not a network: {error}.") from None
+    if network.num_addresses < 4:
+        raise SettingError("netmask", "The tunnel network needs room for the server and its clients.")
+    settings.network, settings.netmask = str(network.network_address), str(IPv4Address(int(network.netmask)))
+    if settings.driver == "ssh":
+        if not settings.ssh_host or not settings.ssh_host_key:
+            raise SettingError("ssh_host", "An SSH server needs the SSH host and its pinned host key.")
+        if not settings.ssh_private_key and (server is None or not server.ssh_private_key):
+            raise SettingError("ssh_private_key", "An SSH server needs the private key the portal logs in with.")
+    if settings.ssh_host and not HOST_NAME.fullmatch(settings.ssh_host):
+        raise SettingError("ssh_host", "A host name or an IP address.")
+    if settings.ssh_host_key:
+        settings.ssh_host_key = _checked(ssh.validate_host_key, settings.ssh_host_key, "ssh_host_key")
+    if settings.ssh_private_key:
+        settings.ssh_private_key = _checked(ssh.validate_private_key, settings.ssh_private_key, "ssh_private_key")
+    taken = db.session.scalar(select(OpenVpnServer.id).where(
+        func.lower(OpenVpnServer.name) == settings.name.lower()))
+    if taken is not None and (server is None or taken != server.id):
+        raise SettingError("name", f"There is already an OpenVPN server named {settings.name!r}.")
+
+
+def _checked(check, value: str, field: str) -> str:
+    try:
+        return check(value)
+    except ValueError as error:
+        raise SettingError(field, str(error).capitalize() + ".") from None
+
+
+def bootstrap_server(actor: Actor, server: OpenVpnServer) -> list[str]:
+    """Prepare the server over its runner: PKI, server configuration, the client script. Re-running is a no-op.
+
+    A failure is kept on the server (for its page) and raised.
+    """
+    try:
+        changes = driver_for(server).bootstrap(server)
+    except Exception as error:
+        server.last_bootstrapped_at, server.last_bootstrap_result = utcnow(), f"failed: {error}"[:500]
+        record("openvpn_server.bootstrap.failed", actor, tenant_id=None, target=server,
+               details={"error": str(error)[:500], **_script_details(error)})
+        raise
+    server.last_bootstrapped_at, server.last_bootstrap_result = utcnow(), "; ".join(changes) or "unchanged"
+    record("openvpn_server.bootstrapped", actor, tenant_id=None, target=server, details={"changes": changes})
+    return changes
+
+
+def _script_details(error: Exception) -> dict:
+    exit_status = getattr(error, "exit_status", None)
+    return {"exit_status": exit_status, "stderr": getattr(error, "stderr", "")} if exit_status is not None else {}
+
+
+# Creating ---------------------------------------------------------------------------------------
+
+def add_client(actor: Actor, tenant_id: int, name: str) -> VpnClient:
+    """A new client (status pending) on the least-loaded server, in the caller's transaction."""
+    name = validate_client_name(name)
+    server = default_server()
+    if name_taken(server.id, name):
+        raise Conflict(name_taken_message(name))
+    client = VpnClient(tenant_id=tenant_id, server_id=server.id, name=name, status=Status.PENDING)
+    db.session.add(client)
+    db.session.flush()
+    record("client.created", actor, tenant_id=tenant_id, target=client,
+           details={"name": name, "server": server.name})
+    return client
+
+
+# Human-initiated transitions --------------------------------------------------------------------
+
+def request_revoke(actor: Actor, client: VpnClient) -> None:
+    """Mark the client for revocation (irreversible); a job revokes the certificate on the server."""
+    if not _compare_and_set(client.id, REVOCABLE, status=Status.REVOKING, last_error=None):
+        db.session.refresh(client)
+        raise Conflict(_cannot_revoke_reason(client.status))
+    db.session.refresh(client)
+    record("client.revoke.requested", actor, tenant_id=client.tenant_id, target=client,
+           details={"name": client.name, "serial": client.serial})
+
+
+def _cannot_revoke_reason(status: str) -> str:
+    if status in (Status.REVOKING, Status.REVOKED):
+        return "This client is already revoked or being revoked."
+    return "This client is being provisioned right now; revoke it once that is done."
+
+
+def request_retry(actor: Actor, client: VpnClient) -> None:
+    """Send a failed client back to provisioning."""
+    if not _compare_and_set(client.id, (Status.FAILED,), status=Status.PENDING):
+        raise Conflict("Only a failed client can be retried.")
+    db.session.refresh(client)
+    record("client.retry.requested", actor, tenant_id=client.tenant_id, target=client)
+
+
+def _compare_and_set(client_id: int, from_states: Sequence[str], **values) -> bool:
+    result = db.session.execute(
+        update(VpnClient).where(VpnClient.id == client_id, VpnClient.status.in_(list(from_states)))
+        .values(updated_at=utcnow(), **values).execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+# Worker-side transitions (fenced by `attempt`) ---------------------------------------------------
+
+def claim(client_id: int, from_states: Sequence[str], to_state: str) -> VpnClient | None:
+    return claim_row(VpnClient, client_id, from_states, to_state)
+
+
+def finish(client_id: int, attempt: int, from_state: str, **values) -> VpnClient | None:
+    return finish_row(VpnClient, client_id, attempt, from_state, **values)
+
+
+def stuck_clients(older_than_seconds: int) -> Sequence[VpnClient]:
+    """Clients in a non-terminal state that no one has moved for a while."""
+    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+    return db.session.scalars(
+        select(VpnClient).where(VpnClient.status.in_(list(IN_FLIGHT)), VpnClient.updated_at <= cutoff)
+        .order_by(VpnClient.id)).all()
+
+
+# Queries ----------------------------------------------------------------------------------------
+
+def clients_page(tenant_id: int, *, search: str = "", page: int = 1, per_page: int = 25):
+    """One page of the tenant's clients, newest first."""
+    query = select(VpnClient).where(VpnClient.tenant_id == tenant_id)
+    if search:
+        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(VpnClient.name.ilike(f"%{escaped}%", escape="\\"))
+    return db.paginate(query.order_by(VpnClient.created_at.desc(), VpnClient.id.desc()), page=page,
+                       per_page=per_page, error_out=False)
+
+
+def record_download(actor: Actor, client: VpnClient) -> None:
+    record("client.downloaded", actor, tenant_id=client.tenant_id, target=client,
+           details={"format": "ovpn", "serial": client.serial})
+
+
+# Monitoring -------------------------------------------------------------------------------------
+
+def record_status_poll(server: OpenVpnServer, sessions: Sequence[Session], now: datetime) -> list[int]:
+    """Store what one `status` says of the server's clients; return the ids of the clients that changed."""
+    by_name = {session.name: session for session in sessions}
+    candidates = db.session.scalars(select(VpnClient).where(
+        VpnClient.server_id == server.id,
+        (VpnClient.status.in_([Status.ACTIVE, Status.REVOKING])) | VpnClient.connected.is_(True))).all()
+    changed = []
+    for client in candidates:
+        session = by_name.get(client.name)
+        before = (client.connected, client.real_address, client.virtual_address, client.bytes_received,
+                  client.bytes_sent, client.connected_since)
+        if session is None:
+            client.connected = False
+        else:
+            client.connected, client.last_seen_at = True, now
+            client.real_address, client.virtual_address = session.real_address, session.virtual_address
+            client.bytes_received, client.bytes_sent = session.bytes_received, session.bytes_sent
+            client.connected_since = session.connected_since
+        after = (client.connected, client.real_address, client.virtual_address, client.bytes_received,
+                 client.bytes_sent, client.connected_since)
+        if after != before:
+            changed.append(client.id)
+    server.last_polled_at, server.last_poll_error = now, None
+    return changed

@@ -1,0 +1,273 @@
+"""System tests: a real OpenVPN server (easy-rsa, the project's scripts) in a network namespace with its own sshd,
+driven by the portal through HTTP and a real RQ worker; real OpenVPN clients in client namespaces.
+
+They need root; `PORTAL_E2E=required` makes a missing prerequisite a failure instead of a skip.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+import pytest
+from sqlalchemy import select, update
+
+from portal.audit.models import AuditEvent
+from portal.audit.service import Actor, verify_chain
+from portal.extensions import db
+from portal.jobs import enqueue
+from portal.openvpn import service
+from portal.openvpn.models import OpenVpnServer, Status, VpnClient
+from portal.remote import SshRunner
+from tests.conftest import login, post, require, run_worker, unique
+from tests.ovpnlab import OpenVpnLab, easyrsa_path, lab_missing
+
+ACTOR = Actor.system("test")
+TUNNEL_SERVER = "10.8.0.1"
+
+
+@pytest.fixture
+def lab():
+    missing = lab_missing()
+    require(missing is None, missing or "")
+    with OpenVpnLab(clients=1) as built:
+        yield built
+    SshRunner.close_all()
+
+
+@pytest.fixture
+def server(app, lab):
+    """The lab's server, added to the portal (the only one open to new clients), bootstrapped with
+    `flask openvpn bootstrap`, and running; retired afterwards."""
+    target, base = lab.ssh_target(), lab.base_dir()
+    with app.app_context():
+        db.session.execute(update(OpenVpnServer).values(accepts_new_clients=False))
+        saved = service.save_server(ACTOR, service.ServerSettings(
+            name=unique("lab-ovpn").replace(" ", "-"), remote_host=lab.server_address, base_dir=str(base),
+            ssh_host=target.host, ssh_port=target.port, ssh_user=target.username, ssh_host_key=target.host_key,
+            ssh_private_key=target.private_key))
+        db.session.commit()
+        server_id, name = saved.id, saved.name
+    result = app.test_cli_runner().invoke(args=["openvpn", "bootstrap", name])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() and result.output.strip() != "unchanged"
+    lab.start_openvpn(base)
+    again = app.test_cli_runner().invoke(args=["openvpn", "bootstrap", name])
+    assert again.exit_code == 0 and again.output == "unchanged\n", again.output
+    yield server_id
+    with app.app_context():  # later tests must neither reach for a lab that is gone nor land on it
+        retired = db.session.get(OpenVpnServer, server_id)
+        retired.accepts_new_clients, retired.driver, retired.base_dir = False, "local", "/nonexistent/retired"
+        db.session.commit()
+
+
+def add_and_provision(app, client, name: str) -> VpnClient:
+    response = post(client, "/openvpn/clients/new", {"name": name}, token_page="/openvpn/clients/new")
+    assert response.status_code == 303, response.get_data(as_text=True)
+    client_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    run_worker(app)
+    row = load(app, client_id)
+    assert row.status == Status.ACTIVE, row.last_error
+    return row
+
+
+def load(app, client_id: int) -> VpnClient:
+    with app.app_context():
+        row = db.session.get(VpnClient, client_id)
+        db.session.expunge(row)
+        return row
+
+
+def download(client, client_id: int) -> str:
+    response = client.get(f"/openvpn/clients/{client_id}/download.ovpn")
+    assert response.status_code == 200, response.status_code
+    return response.get_data(as_text=True)
+
+
+def poll(app) -> None:
+    with app.app_context():
+        enqueue("portal.openvpn.jobs.poll_servers", description="test poll")
+    run_worker(app)
+
+
+def crl_serials(base) -> list[str]:
+    text = subprocess.run(["openssl", "crl", "-in", str(base / "crl.pem"), "-noout", "-text"], capture_output=True,
+                          text=True, check=True).stdout
+    return re.findall(r"Serial Number: ([0-9A-F]+)", text)
+
+
+def actions_for(app, client_id: int) -> list[str]:
+    with app.app_context():
+        return list(db.session.scalars(select(AuditEvent.action).where(
+            AuditEvent.target_type == "vpn_clients", AuditEvent.target_id == client_id).order_by(AuditEvent.id)))
+
+
+def revoke_output(app, client_id: int) -> list[dict]:
+    with app.app_context():
+        return list(db.session.scalars(select(AuditEvent.details).where(
+            AuditEvent.target_type == "vpn_clients", AuditEvent.target_id == client_id,
+            AuditEvent.action == "client.revoke.output").order_by(AuditEvent.id)))
+
+
+def wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def listed_by_server(app, client_id: int) -> bool:
+    """Whether the server's `status` (through the portal's monitoring job) lists the client as connected."""
+    poll(app)
+    return load(app, client_id).connected
+
+
+def session_up(connection) -> bool:
+    """The client's latest start reached "Initialization Sequence Completed" and was not restarted since."""
+    text = connection.log()
+    done = text.rfind("Initialization Sequence Completed")
+    return done >= 0 and connection.alive() and "SIGUSR1" not in text[done:] and "Restart pause" not in text[done:]
+
+
+def assert_refused(lab: OpenVpnLab, ovpn: str, name: str) -> None:
+    """A new connection attempt is refused by the server: its log says the certificate is revoked."""
+    offset = len(lab.openvpn.log())
+    attempt = lab.connect(ovpn, wait=False)
+    try:
+        lab.openvpn.wait_for(rf"VERIFY ERROR: depth=0, error=certificate revoked: CN={re.escape(name)},",
+                             timeout=10, after=offset)
+        assert "Initialization Sequence Completed" not in attempt.log()
+    finally:
+        attempt.stop()
+
+
+def test_a_client_made_in_the_browser_connects_pings_and_shows_connected(app, admin_client, other_tenant_admin,
+                                                                         lab, server):
+    row = add_and_provision(app, admin_client, "lab-laptop")
+    assert re.fullmatch(r"[0-9A-F]+", row.serial) and row.not_after
+    ovpn = download(admin_client, row.id)
+    assert ovpn.startswith(f"client\ndev tun\nproto udp\nremote {lab.server_address} 1194\n")
+
+    connection = lab.connect(ovpn)
+    assert "Initialization Sequence Completed" in connection.log()
+    assert lab.ping(TUNNEL_SERVER)
+
+    poll(app)
+    connected = load(app, row.id)
+    assert connected.connected and connected.real_address.startswith("192.0.2.10:")
+    assert connected.virtual_address.startswith("10.8.0.") and connected.bytes_received > 0
+    page = admin_client.get(f"/openvpn/clients/{row.id}").get_data(as_text=True)
+    assert "status-online" in page and "192.0.2.10:" in page
+
+    intruder = app.test_client()
+    login(intruder, other_tenant_admin[1])
+    assert intruder.get(f"/openvpn/clients/{row.id}/download.ovpn").status_code == 404
+    assert "lab-laptop" not in intruder.get("/openvpn/clients").get_data(as_text=True)
+
+    with app.app_context():  # provisioning again is a no-op: the same certificate
+        enqueue("portal.openvpn.jobs.provision_client", row.id, description="again")
+    run_worker(app)
+    assert load(app, row.id).serial == row.serial
+
+
+def test_revoke_drops_the_session_refuses_new_ones_and_rerunning_is_a_no_op(app, admin_client, lab, server):
+    row = add_and_provision(app, admin_client, "lab-doomed")
+    ovpn = download(admin_client, row.id)
+    connection = lab.connect(ovpn)
+    assert lab.ping(TUNNEL_SERVER)
+
+    confirm = admin_client.get(f"/openvpn/clients/{row.id}/revoke").get_data(as_text=True)
+    assert "This cannot be undone" in confirm
+    assert post(admin_client, f"/openvpn/clients/{row.id}/revoke", token_page="/openvpn/clients").status_code == 303
+    started = time.monotonic()
+    run_worker(app)
+    assert wait_until(lambda: not listed_by_server(app, row.id), 5)
+    assert time.monotonic() - started < 10
+    assert not lab.ping(TUNNEL_SERVER, timeout=1)
+
+    revoked = load(app, row.id)
+    assert revoked.status == Status.REVOKED and revoked.bundle is None and revoked.revoked_at
+    page = admin_client.get(f"/openvpn/clients/{row.id}").get_data(as_text=True)
+    assert "status-revoked" in page and "download.ovpn" not in page
+    assert admin_client.get(f"/openvpn/clients/{row.id}/download.ovpn").status_code == 303
+    output = revoke_output(app, row.id)
+    assert [event["outcome"] for event in output] == ["revoked"] and output[0]["exit_status"] == 0
+    assert "kill 192.0.2.10:" in output[0]["stderr"]
+    base = lab.base_dir()
+    assert crl_serials(base).count(revoked.serial) == 1
+
+    connection.stop()
+    assert_refused(lab, ovpn, "lab-doomed")
+
+    with app.app_context():
+        job = enqueue("portal.openvpn.jobs.revoke_client", row.id, description="again")
+    run_worker(app)
+    job.refresh()
+    assert job.get_status() == "finished" and job.return_value() == "nothing to do"
+    assert load(app, row.id).attempt == revoked.attempt
+    assert actions_for(app, row.id).count("client.revoke.succeeded") == 1
+    assert crl_serials(base).count(revoked.serial) == 1
+    poll(app)
+    assert not load(app, row.id).connected
+
+
+def test_a_crash_between_easyrsa_revoke_and_gen_crl_ends_revoked_exactly_once(app, admin_client, lab, server):
+    row = add_and_provision(app, admin_client, "lab-crashy")
+    ovpn = download(admin_client, row.id)
+    connection = lab.connect(ovpn)
+    base = lab.base_dir()
+    assert post(admin_client, f"/openvpn/clients/{row.id}/revoke", token_page="/openvpn/clients").status_code == 303
+
+    # A worker claimed the revocation, ran `easyrsa revoke`, and died before `gen-crl`: its job is lost with it.
+    with app.app_context():
+        assert service.claim(row.id, (Status.REVOKING,), Status.REVOKING).attempt == row.attempt + 1
+        db.session.commit()
+    crashed = lab.server.run(["env", "EASYRSA_BATCH=1", "EASYRSA_NO_VARS=1", f"EASYRSA_PKI={base}/pki",
+                              easyrsa_path(), "revoke", "lab-crashy"], check=False)
+    assert crashed.returncode == 0, crashed.stderr
+    assert row.serial not in crl_serials(base)  # revoked in the index, not in the installed CRL
+    with app.app_context():
+        from portal.jobs import queue
+
+        queue().empty()  # the dead worker's job is gone
+    assert session_up(connection) and listed_by_server(app, row.id)  # nothing cut the session yet
+
+    with app.app_context():
+        from portal.openvpn.jobs import reconcile_clients
+
+        assert reconcile_clients() == [f"OpenVPN client {row.id} (revoking): enqueue revoke"]
+    run_worker(app)
+
+    revoked = load(app, row.id)
+    assert revoked.status == Status.REVOKED and revoked.attempt == row.attempt + 2
+    assert crl_serials(base).count(row.serial) == 1
+    assert [event["outcome"] for event in revoke_output(app, row.id)] == ["already revoked"]
+    actions = actions_for(app, row.id)
+    assert actions.count("client.revoke.succeeded") == 1 and actions.count("client.revoke.requested") == 1
+    assert wait_until(lambda: not listed_by_server(app, row.id), 5)
+    assert not lab.ping(TUNNEL_SERVER, timeout=1)
+    connection.stop()
+    assert_refused(lab, ovpn, "lab-crashy")
+    with app.app_context():
+        assert verify_chain().ok
+
+
+def test_provisioning_waits_while_the_server_is_unreachable_then_finishes(app, admin_client, lab, server):
+    lab.server.sshd.stop()
+    response = post(admin_client, "/openvpn/clients/new", {"name": "lab-later"}, token_page="/openvpn/clients/new")
+    client_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    SshRunner.close_all()
+    run_worker(app)
+    waiting = load(app, client_id)
+    assert waiting.status == Status.PENDING and waiting.last_error
+    assert "waiting for server:" in admin_client.get(f"/openvpn/clients/{client_id}").get_data(as_text=True)
+
+    lab.server.sshd.start()
+    assert app.test_cli_runner().invoke(args=["openvpn", "reconcile"]).exit_code == 0
+    run_worker(app)
+    done = load(app, client_id)
+    assert done.status == Status.ACTIVE and done.last_error is None
+    assert actions_for(app, client_id).count("client.provision.succeeded") == 1
