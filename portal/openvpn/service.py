@@ -17,7 +17,7 @@ from sqlalchemy import exists, func, select, update
 
 from portal import ssh
 from portal.audit.service import Actor, record
-from portal.errors import Conflict, DomainError
+from portal.errors import Conflict, DomainError, FieldError, checked_field
 from portal.extensions import db
 from portal.jobs import claim_row, finish_row
 from portal.openvpn.driver import Session, check_base_dir, driver_for
@@ -110,14 +110,6 @@ class ServerSettings:
     ssh_private_key: str = ""  # blank on edit: keep the stored one
 
 
-class SettingError(DomainError):
-    """A bad value in one field of the server settings; `field` names it."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-
-
 def save_server(actor: Actor, settings: ServerSettings, server: OpenVpnServer | None = None) -> OpenVpnServer:
     """Create a server, or update one; the audit row names what changed but never a key."""
     _validate_server(settings, server)
@@ -145,49 +137,42 @@ def _validate_server(settings: ServerSettings, server: OpenVpnServer | None) -> 
     settings.name, settings.remote_host = settings.name.strip(), settings.remote_host.strip()
     settings.ssh_host, settings.base_dir = (settings.ssh_host or "").strip(), settings.base_dir.strip()
     if not SERVER_NAME.fullmatch(settings.name):
-        raise SettingError("name", "1 to 64 letters, digits, spaces, dots, dashes or underscores.")
+        raise FieldError("name", "1 to 64 letters, digits, spaces, dots, dashes or underscores.")
     if not HOST_NAME.fullmatch(settings.remote_host):
-        raise SettingError("remote_host", "A host name or an IP address.")
+        raise FieldError("remote_host", "A host name or an IP address.")
     for field in ("remote_port", "management_port", "ssh_port"):
         if not 1 <= getattr(settings, field) <= 65535:
-            raise SettingError(field, "Ports are 1 to 65535.")
+            raise FieldError(field, "Ports are 1 to 65535.")
     if settings.protocol not in PROTOCOLS:
-        raise SettingError("protocol", f"One of {', '.join(PROTOCOLS)}.")
+        raise FieldError("protocol", f"One of {', '.join(PROTOCOLS)}.")
     if settings.driver not in DRIVERS:
-        raise SettingError("driver", f"One of {', '.join(DRIVERS)}.")
+        raise FieldError("driver", f"One of {', '.join(DRIVERS)}.")
     try:
         check_base_dir(settings.base_dir)
     except ValueError as error:
-        raise SettingError("base_dir", str(error).capitalize() + ".") from None
+        raise FieldError("base_dir", str(error).capitalize() + ".") from None
     try:
         network = IPv4Network(f"{settings.network.strip()}/{settings.netmask.strip()}")
     except ValueError as error:
-        raise SettingError("network", f"Not a network: {error}.") from None
+        raise FieldError("network", f"Not a network: {error}.") from None
     if network.num_addresses < 4:
-        raise SettingError("netmask", "The tunnel network needs room for the server and its clients.")
+        raise FieldError("netmask", "The tunnel network needs room for the server and its clients.")
     settings.network, settings.netmask = str(network.network_address), str(IPv4Address(int(network.netmask)))
     if settings.driver == "ssh":
         if not settings.ssh_host or not settings.ssh_host_key:
-            raise SettingError("ssh_host", "An SSH server needs the SSH host and its pinned host key.")
+            raise FieldError("ssh_host", "An SSH server needs the SSH host and its pinned host key.")
         if not settings.ssh_private_key and (server is None or not server.ssh_private_key):
-            raise SettingError("ssh_private_key", "An SSH server needs the private key the portal logs in with.")
+            raise FieldError("ssh_private_key", "An SSH server needs the private key the portal logs in with.")
     if settings.ssh_host and not HOST_NAME.fullmatch(settings.ssh_host):
-        raise SettingError("ssh_host", "A host name or an IP address.")
+        raise FieldError("ssh_host", "A host name or an IP address.")
     if settings.ssh_host_key:
-        settings.ssh_host_key = _checked(ssh.validate_host_key, settings.ssh_host_key, "ssh_host_key")
+        settings.ssh_host_key = checked_field(ssh.validate_host_key, settings.ssh_host_key, "ssh_host_key")
     if settings.ssh_private_key:
-        settings.ssh_private_key = _checked(ssh.validate_private_key, settings.ssh_private_key, "ssh_private_key")
+        settings.ssh_private_key = checked_field(ssh.validate_private_key, settings.ssh_private_key, "ssh_private_key")
     taken = db.session.scalar(select(OpenVpnServer.id).where(
         func.lower(OpenVpnServer.name) == settings.name.lower()))
     if taken is not None and (server is None or taken != server.id):
-        raise SettingError("name", f"There is already an OpenVPN server named {settings.name!r}.")
-
-
-def _checked(check, value: str, field: str) -> str:
-    try:
-        return check(value)
-    except ValueError as error:
-        raise SettingError(field, str(error).capitalize() + ".") from None
+        raise FieldError("name", f"There is already an OpenVPN server named {settings.name!r}.")
 
 
 def bootstrap_server(actor: Actor, server: OpenVpnServer) -> list[str]:

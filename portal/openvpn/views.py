@@ -6,7 +6,7 @@ from flask import Blueprint, Response, current_app, flash, redirect, render_temp
 from sqlalchemy.exc import IntegrityError
 
 from portal.audit.service import events_for
-from portal.errors import DomainError
+from portal.errors import DomainError, show_on_form
 from portal.extensions import db
 from portal.htmx import page_or_fragment, redirect_after_post
 from portal.openvpn import jobs, service
@@ -151,12 +151,9 @@ def edit_server(server_id: int | None):
         try:
             saved = service.save_server(request_actor(), settings, server)
             db.session.commit()
-        except service.SettingError as error:
-            db.session.rollback()
-            getattr(form, error.field).errors.append(str(error))
         except DomainError as error:
             db.session.rollback()
-            form.form_errors.append(str(error))
+            show_on_form(form, error)
         else:
             flash(f"OpenVPN server {saved.name} saved. Bootstrap it (button below, or "
                   f"`flask openvpn bootstrap {saved.name}`) before it takes clients.")

@@ -1,5 +1,5 @@
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms import BooleanField, IntegerField, SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, NumberRange, Regexp
 
 from portal.wireguard.service import NOTE_MAX, ROUTER_NAME, ROUTER_NAME_RULE
@@ -24,9 +24,9 @@ class HubForm(FlaskForm):
                                 validators=[DataRequired(), Length(max=253)])
     endpoint_port = IntegerField("Endpoint port", default=51820, validators=[NumberRange(1, 65535)])
     interface = StringField("Interface", default="wg0", validators=[DataRequired(), Length(max=15)])
-    driver = SelectField("Managed by", choices=[("ssh", "the portal, over SSH"),
-                                                ("local", "the portal, on this machine"),
-                                                ("none", "nobody (peers added by hand)")], default="ssh")
+    driver = SelectField("Managed by", choices=[SelectChoice("ssh", "the portal, over SSH"),
+                                                SelectChoice("local", "the portal, on this machine"),
+                                                SelectChoice("none", "nobody (peers added by hand)")], default="ssh")
     accepts_new_tenants = BooleanField("Place new tenants here", default=True,
                                        description="Turn off to drain a hub: its tenants stay, new ones go elsewhere.")
     public_key = StringField("WireGuard public key", description="Unmanaged hubs only; managed hubs get a new key.")

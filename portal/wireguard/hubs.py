@@ -18,7 +18,7 @@ from portal import ssh
 from portal.audit.models import AuditEvent
 from portal.audit.service import Actor, record
 from portal.crypto import generate_keypair, public_key_for
-from portal.errors import Conflict, DomainError
+from portal.errors import Conflict, DomainError, FieldError, checked_field
 from portal.extensions import db
 from portal.ipam.models import TenantSubnet
 from portal.ipam.pool import hub_address
@@ -102,31 +102,27 @@ def save_hub(actor: Actor, settings: HubSettings, hub: Hub | None = None) -> Hub
 
 def _validate(settings: HubSettings, hub: Hub | None) -> None:
     if settings.driver not in DRIVERS:
-        raise DomainError(f"Unknown driver {settings.driver!r}.")
-    _checked(check_interface, settings.interface, "Interface")
-    if not 1 <= settings.endpoint_port <= 65535 or not 1 <= settings.ssh_port <= 65535:
-        raise DomainError("Ports are 1 to 65535.")
+        raise FieldError("driver", f"One of {', '.join(DRIVERS)}.")
+    checked_field(check_interface, settings.interface, "interface")
+    for port in ("endpoint_port", "ssh_port"):
+        if not 1 <= getattr(settings, port) <= 65535:
+            raise FieldError(port, "Ports are 1 to 65535.")
     if settings.driver == "none" and hub is None:
-        _checked(check_key, settings.public_key, "Public key")
+        checked_field(check_key, settings.public_key, "public_key")
     if settings.driver == "ssh":
-        if not settings.ssh_host or not settings.ssh_host_key:
-            raise DomainError("An SSH hub needs the SSH host and its pinned host key.")
+        if not settings.ssh_host:
+            raise FieldError("ssh_host", "An SSH hub needs the host the portal connects to.")
+        if not settings.ssh_host_key:
+            raise FieldError("ssh_host_key", "An SSH hub needs its host key, pinned.")
         if not settings.ssh_private_key and (hub is None or not hub.ssh_private_key):
-            raise DomainError("An SSH hub needs the private key the portal logs in with.")
+            raise FieldError("ssh_private_key", "An SSH hub needs the private key the portal logs in with.")
     if settings.ssh_host_key:
-        settings.ssh_host_key = _checked(ssh.validate_host_key, settings.ssh_host_key, "Host key")
+        settings.ssh_host_key = checked_field(ssh.validate_host_key, settings.ssh_host_key, "ssh_host_key")
     if settings.ssh_private_key:
-        settings.ssh_private_key = _checked(ssh.validate_private_key, settings.ssh_private_key, "SSH private key")
+        settings.ssh_private_key = checked_field(ssh.validate_private_key, settings.ssh_private_key, "ssh_private_key")
     taken = db.session.scalar(select(Hub.id).where(func.lower(Hub.name) == settings.name.lower()))
     if taken is not None and (hub is None or taken != hub.id):
-        raise Conflict(f"There is already a hub named {settings.name!r}.")
-
-
-def _checked(check, value: str, label: str) -> str:
-    try:
-        return check(value)
-    except ValueError as error:
-        raise DomainError(f"{label}: {error}") from None
+        raise FieldError("name", f"There is already a hub named {settings.name!r}.")
 
 
 def place_tenant(actor: Actor, tenant_id: int, hub: Hub) -> TenantSubnet:
@@ -189,7 +185,7 @@ def bootstrap(actor: Actor, hub: Hub, private_key: str | None = None) -> list[st
     """Prepare the hub: interface, addresses, keys and peers, forwarding, tenant isolation. Re-running is a no-op."""
     driver = managed_driver(hub)
     if private_key is not None:
-        hub.private_key, hub.public_key = private_key, _checked(public_key_for, private_key, "Hub private key")
+        hub.private_key, hub.public_key = private_key, checked_field(public_key_for, private_key, "private_key")
     if hub.private_key is None:
         keys = generate_keypair()
         hub.private_key, hub.public_key = keys.private, keys.public

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, abort, current_app, flash, redirect, rend
 from sqlalchemy.exc import IntegrityError
 
 from portal.audit.service import events_for
-from portal.errors import DomainError
+from portal.errors import DomainError, show_on_form
 from portal.extensions import db
 from portal.htmx import page_or_fragment, redirect_after_post
 from portal.ipam.service import usage
@@ -251,7 +251,7 @@ def edit_hub(hub_id: int | None):
             db.session.commit()
         except DomainError as error:
             db.session.rollback()
-            form.form_errors.append(str(error))
+            show_on_form(form, error)
         else:
             flash(f"Hub {saved.name} saved." + (" Run `flask hub bootstrap` to prepare it." if saved.managed else ""))
             return redirect(url_for("wireguard.hubs"), 303)
