@@ -124,6 +124,11 @@ def _keep_extending(lock, ttl: int, stop: threading.Event) -> None:
             return
 
 
+# An idle worker heartbeats every WORKER_TTL - 15 s; one that died unregisters WORKER_TTL + 60 s after its last
+# heartbeat (RQ's default of 420 s left a killed worker "registered", and /readyz ready, for 8 minutes).
+WORKER_TTL = 60
+
+
 class AppWorker(SimpleWorker):
     """A non-forking RQ worker that runs each job inside its own app context.
 
@@ -131,7 +136,7 @@ class AppWorker(SimpleWorker):
     """
 
     def __init__(self, queues, *, app: Flask, **kwargs):
-        super().__init__(queues, serializer=JSONSerializer, **kwargs)
+        super().__init__(queues, serializer=JSONSerializer, worker_ttl=WORKER_TTL, **kwargs)
         self.app = app
 
     def execute_job(self, job: Job, queue: Queue):

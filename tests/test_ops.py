@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from portal.jobs import make_worker
+from portal.jobs import make_worker, redis_connection
 from tests.conftest import free_port
 from tests.test_factory import built_app
 
@@ -62,3 +62,8 @@ def test_readyz_with_the_database_unreachable_answers_503_not_500(tmp_path):
         response = app.test_client().get("/readyz")
     assert response.status_code == 503
     assert response.get_json()["checks"]["database"]["state"] == "error"
+
+
+def test_a_worker_that_dies_is_forgotten_within_two_minutes(app):
+    with app.app_context(), registered_worker(app) as worker:
+        assert 0 < redis_connection().ttl(worker.key) <= 120  # unless its heartbeat renews it
