@@ -10,13 +10,18 @@ from __future__ import annotations
 import subprocess
 import threading
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol
 
 from flask import current_app
+from sqlalchemy import String, Text
+from sqlalchemy.orm import Mapped, mapped_column
 
 from portal import ssh
+from portal.crypto import EncryptedText
 from portal.jobs import TransientError
 from portal.ssh import CommandResult, SshTarget
+from portal.types import UTCDateTime
 
 
 class HostUnreachable(TransientError):
@@ -96,7 +101,19 @@ def checked(result: CommandResult, label: str) -> CommandResult:
 
 
 
-def ssh_target(row, label: str) -> SshTarget:
+class ManagedHost:
+    """Columns of a host the portal manages (a hub, an OpenVPN server): its SSH target and what the monitor saw."""
+
+    ssh_host: Mapped[str | None] = mapped_column(String(253))
+    ssh_port: Mapped[int] = mapped_column(default=22)
+    ssh_user: Mapped[str] = mapped_column(String(32), default="root")
+    ssh_host_key: Mapped[str | None] = mapped_column(Text)  # pinned, as an OpenSSH public key line
+    ssh_private_key: Mapped[str | None] = mapped_column(EncryptedText)
+    last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_poll_error: Mapped[str | None] = mapped_column(Text)
+
+
+def ssh_target(row: ManagedHost, label: str) -> SshTarget:
     """The SSH target of a hub or server row (ssh_host, ssh_port, ssh_user, ssh_host_key, ssh_private_key)."""
     if not (row.ssh_host and row.ssh_host_key and row.ssh_private_key):
         raise RemoteCommandFailed(f"{label} has no complete SSH target (host, pinned host key, key)")
@@ -104,7 +121,7 @@ def ssh_target(row, label: str) -> SshTarget:
                      private_key=row.ssh_private_key)
 
 
-def runner_for(kind: str, row, label: str) -> Runner:
+def runner_for(kind: str, row: ManagedHost, label: str) -> Runner:
     """`ssh` to the row's SSH target, or `local` for a portal installed on the host itself."""
     config = current_app.config
     if kind == "local":

@@ -13,6 +13,7 @@ from sqlalchemy import func, select, text
 
 from portal import create_app
 from portal.crypto import (
+    EncryptedText,
     Keyring,
     generate_keypair,
     generate_preshared_key,
@@ -20,6 +21,7 @@ from portal.crypto import (
     public_key_for,
 )
 from portal.extensions import db
+from portal.openvpn.models import OpenVpnServer, VpnClient
 from portal.wireguard.models import Hub, Router, VpnConfiguration
 from tests.conftest import add_router
 from tests.vectors import ENCRYPTION_KEY, OLD_ENCRYPTION_KEY, RFC7748_PRIVATE, RFC7748_PUBLIC
@@ -66,10 +68,22 @@ def raw_column(app, column: str, configuration_id: int) -> str:
                                   {"id": configuration_id}).scalar_one()
 
 
+SECRET_COLUMNS = (
+    VpnConfiguration.private_key, VpnConfiguration.preshared_key, VpnConfiguration.next_private_key,
+    VpnConfiguration.next_preshared_key, Hub.private_key, Hub.ssh_private_key, OpenVpnServer.ssh_private_key,
+    VpnClient.bundle,
+)
+
+
 def count_secrets(app) -> int:
     with app.app_context():
-        return sum(db.session.scalar(select(func.count()).where(column.is_not(None))) for column in (
-            VpnConfiguration.private_key, VpnConfiguration.preshared_key, Hub.private_key))
+        return sum(db.session.scalar(select(func.count()).where(column.is_not(None))) for column in SECRET_COLUMNS)
+
+
+def test_every_encrypted_column_is_one_the_rotation_test_counts():
+    encrypted = {f"{table.name}.{column.name}" for table in db.metadata.sorted_tables for column in table.columns
+                 if isinstance(column.type, EncryptedText)}
+    assert encrypted == {f"{column.table.name}.{column.name}" for column in SECRET_COLUMNS}
 
 
 # WireGuard keys -----------------------------------------------------------------------------------

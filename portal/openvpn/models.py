@@ -12,6 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.crypto import EncryptedText
 from portal.extensions import db
+from portal.remote import ManagedHost
 from portal.types import UTCDateTime, utcnow
 
 # The one rule for client names (the certificate's common name). The server script checks the same rule and
@@ -34,7 +35,7 @@ def is_client_name(name: str) -> bool:
     return CLIENT_NAME.fullmatch(name) is not None and name.lower() not in RESERVED_NAMES
 
 
-class OpenVpnServer(db.Model):
+class OpenVpnServer(ManagedHost, db.Model):
     """An OpenVPN server with its easy-rsa PKI under `base_dir`, managed through the project's scripts.
 
     `driver` says how the portal reaches it: `ssh` (pinned host key) or `local` (a portal installed on it).
@@ -53,14 +54,7 @@ class OpenVpnServer(db.Model):
     management_port: Mapped[int] = mapped_column(default=DEFAULT_MANAGEMENT_PORT)
     driver: Mapped[str] = mapped_column(String(20), default="ssh")
     accepts_new_clients: Mapped[bool] = mapped_column(default=True)  # off to drain a server
-    ssh_host: Mapped[str | None] = mapped_column(String(253))
-    ssh_port: Mapped[int] = mapped_column(default=22)
-    ssh_user: Mapped[str] = mapped_column(String(32), default="root")
-    ssh_host_key: Mapped[str | None] = mapped_column(Text)  # pinned, as an OpenSSH public key line
-    ssh_private_key: Mapped[str | None] = mapped_column(EncryptedText)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_poll_error: Mapped[str | None] = mapped_column(Text)
     last_bootstrapped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_bootstrap_result: Mapped[str | None] = mapped_column(Text)
 

@@ -11,12 +11,13 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from portal.crypto import EncryptedText
 from portal.extensions import db
 from portal.ipam.models import TenantSubnet
+from portal.remote import ManagedHost
 from portal.types import UTCDateTime, utcnow
 
 ONLINE_WITHIN = timedelta(seconds=180)  # WireGuard rehandshakes every 2 minutes while traffic flows
 
 
-class Hub(db.Model):
+class Hub(ManagedHost, db.Model):
     """A WireGuard server. Its address in each tenant subnet is that subnet's first host.
 
     `driver` says how the portal reaches it: `none` (not managed), `ssh` (commands over SSH with a pinned
@@ -34,14 +35,7 @@ class Hub(db.Model):
     private_key: Mapped[str | None] = mapped_column(EncryptedText)
     driver: Mapped[str] = mapped_column(String(20), default="none")
     accepts_new_tenants: Mapped[bool] = mapped_column(default=True)  # off to drain a hub before retiring it
-    ssh_host: Mapped[str | None] = mapped_column(String(253))
-    ssh_port: Mapped[int] = mapped_column(default=22)
-    ssh_user: Mapped[str] = mapped_column(String(32), default="root")
-    ssh_host_key: Mapped[str | None] = mapped_column(Text)  # pinned, as an OpenSSH public key line
-    ssh_private_key: Mapped[str | None] = mapped_column(EncryptedText)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_poll_error: Mapped[str | None] = mapped_column(Text)
     last_reconciled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_reconcile_result: Mapped[str | None] = mapped_column(Text)
 
