@@ -7,9 +7,11 @@ the job that asked retries later.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -19,6 +21,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from portal import ssh
 from portal.crypto import EncryptedText
+from portal.errors import FieldError, checked_field
 from portal.jobs import TransientError
 from portal.ssh import CommandResult, SshTarget
 from portal.types import UTCDateTime
@@ -111,6 +114,49 @@ class ManagedHost:
     ssh_private_key: Mapped[str | None] = mapped_column(EncryptedText)
     last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_poll_error: Mapped[str | None] = mapped_column(Text)
+
+
+HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|[0-9A-Fa-f:.]{2,45}")
+
+
+@dataclass(kw_only=True)
+class SshSettings:
+    """The SSH part of what a platform admin enters for a managed host (a hub, an OpenVPN server)."""
+
+    driver: str = "ssh"
+    ssh_host: str = ""
+    ssh_port: int = 22
+    ssh_user: str = "root"
+    ssh_host_key: str = ""
+    ssh_private_key: str = ""  # blank on edit: keep the stored one
+
+    def validate_ssh(self, stored: ManagedHost | None, kind: str) -> None:
+        """Check and normalise the SSH fields; each error names its field. A blank key keeps `stored`'s."""
+        self.ssh_host = (self.ssh_host or "").strip()
+        if not 1 <= self.ssh_port <= 65535:
+            raise FieldError("ssh_port", "Ports are 1 to 65535.")
+        if self.driver == "ssh":
+            if not self.ssh_host:
+                raise FieldError("ssh_host", f"An SSH {kind} needs the host the portal connects to.")
+            if not self.ssh_host_key:
+                raise FieldError("ssh_host_key", f"An SSH {kind} needs its host key, pinned.")
+            if not self.ssh_private_key and (stored is None or not stored.ssh_private_key):
+                raise FieldError("ssh_private_key", f"An SSH {kind} needs the private key the portal logs in with.")
+        if self.ssh_host and not HOST_NAME.fullmatch(self.ssh_host):
+            raise FieldError("ssh_host", "A host name or an IP address.")
+        if self.ssh_host_key:
+            self.ssh_host_key = checked_field(ssh.validate_host_key, self.ssh_host_key, "ssh_host_key")
+        if self.ssh_private_key:
+            self.ssh_private_key = checked_field(ssh.validate_private_key, self.ssh_private_key, "ssh_private_key")
+
+    def apply_ssh(self, host: ManagedHost) -> dict:
+        """Store the SSH fields on `host`; what the audit row may say of them (never the key)."""
+        host.ssh_host, host.ssh_port, host.ssh_user = self.ssh_host or None, self.ssh_port, self.ssh_user
+        host.ssh_host_key = self.ssh_host_key or None
+        if self.ssh_private_key:
+            host.ssh_private_key = self.ssh_private_key
+        return {"ssh": f"{host.ssh_user}@{host.ssh_host}:{host.ssh_port}" if host.ssh_host else None,
+                "host_key": ssh.fingerprint(host.ssh_host_key) if host.ssh_host_key else None}
 
 
 def ssh_target(row: ManagedHost, label: str) -> SshTarget:

@@ -15,9 +15,8 @@ from ipaddress import IPv4Address, IPv4Network
 
 from sqlalchemy import exists, func, select, update
 
-from portal import ssh
 from portal.audit.service import Actor, record
-from portal.errors import Conflict, DomainError, FieldError, checked_field
+from portal.errors import Conflict, DomainError, FieldError
 from portal.extensions import db
 from portal.jobs import claim_row, finish_row
 from portal.openvpn.driver import Session, check_base_dir, driver_for
@@ -33,9 +32,9 @@ from portal.openvpn.models import (
     Status,
     VpnClient,
 )
+from portal.remote import HOST_NAME, SshSettings
 from portal.types import utcnow
 
-HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|[0-9A-Fa-f:.]{2,45}")
 SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
 
 
@@ -89,8 +88,8 @@ def server_named(name: str) -> OpenVpnServer | None:
     return db.session.scalar(select(OpenVpnServer).where(OpenVpnServer.name == name))
 
 
-@dataclass
-class ServerSettings:
+@dataclass(kw_only=True)
+class ServerSettings(SshSettings):
     """What a platform admin enters for an OpenVPN server (validated by `save_server`)."""
 
     name: str
@@ -101,13 +100,7 @@ class ServerSettings:
     network: str = "10.8.0.0"
     netmask: str = "255.255.255.0"
     management_port: int = 7505
-    driver: str = "ssh"
     accepts_new_clients: bool = True
-    ssh_host: str = ""
-    ssh_port: int = 22
-    ssh_user: str = "root"
-    ssh_host_key: str = ""
-    ssh_private_key: str = ""  # blank on edit: keep the stored one
 
 
 def save_server(actor: Actor, settings: ServerSettings, server: OpenVpnServer | None = None) -> OpenVpnServer:
@@ -118,29 +111,25 @@ def save_server(actor: Actor, settings: ServerSettings, server: OpenVpnServer | 
         server = OpenVpnServer(name=settings.name)
         db.session.add(server)
     for column in ("name", "remote_host", "remote_port", "protocol", "base_dir", "network", "netmask",
-                   "management_port", "driver", "accepts_new_clients", "ssh_port", "ssh_user"):
+                   "management_port", "driver", "accepts_new_clients"):
         setattr(server, column, getattr(settings, column))
-    server.ssh_host, server.ssh_host_key = settings.ssh_host or None, settings.ssh_host_key or None
-    if settings.ssh_private_key:
-        server.ssh_private_key = settings.ssh_private_key
+    ssh_details = settings.apply_ssh(server)
     db.session.flush()
     record("openvpn_server.created" if creating else "openvpn_server.updated", actor, tenant_id=None, target=server,
            details={"name": server.name, "driver": server.driver, "protocol": server.protocol,
                     "remote": f"{server.remote_host}:{server.remote_port}", "base_dir": server.base_dir,
-                    "network": f"{server.network}/{server.netmask}",
-                    "ssh": f"{server.ssh_user}@{server.ssh_host}:{server.ssh_port}" if server.ssh_host else None,
-                    "host_key": ssh.fingerprint(server.ssh_host_key) if server.ssh_host_key else None})
+                    "network": f"{server.network}/{server.netmask}", **ssh_details})
     return server
 
 
 def _validate_server(settings: ServerSettings, server: OpenVpnServer | None) -> None:
     settings.name, settings.remote_host = settings.name.strip(), settings.remote_host.strip()
-    settings.ssh_host, settings.base_dir = (settings.ssh_host or "").strip(), settings.base_dir.strip()
+    settings.base_dir = settings.base_dir.strip()
     if not SERVER_NAME.fullmatch(settings.name):
         raise FieldError("name", "1 to 64 letters, digits, spaces, dots, dashes or underscores.")
     if not HOST_NAME.fullmatch(settings.remote_host):
         raise FieldError("remote_host", "A host name or an IP address.")
-    for field in ("remote_port", "management_port", "ssh_port"):
+    for field in ("remote_port", "management_port"):
         if not 1 <= getattr(settings, field) <= 65535:
             raise FieldError(field, "Ports are 1 to 65535.")
     if settings.protocol not in PROTOCOLS:
@@ -158,17 +147,7 @@ def _validate_server(settings: ServerSettings, server: OpenVpnServer | None) -> 
     if network.num_addresses < 4:
         raise FieldError("netmask", "The tunnel network needs room for the server and its clients.")
     settings.network, settings.netmask = str(network.network_address), str(IPv4Address(int(network.netmask)))
-    if settings.driver == "ssh":
-        if not settings.ssh_host or not settings.ssh_host_key:
-            raise FieldError("ssh_host", "An SSH server needs the SSH host and its pinned host key.")
-        if not settings.ssh_private_key and (server is None or not server.ssh_private_key):
-            raise FieldError("ssh_private_key", "An SSH server needs the private key the portal logs in with.")
-    if settings.ssh_host and not HOST_NAME.fullmatch(settings.ssh_host):
-        raise FieldError("ssh_host", "A host name or an IP address.")
-    if settings.ssh_host_key:
-        settings.ssh_host_key = checked_field(ssh.validate_host_key, settings.ssh_host_key, "ssh_host_key")
-    if settings.ssh_private_key:
-        settings.ssh_private_key = checked_field(ssh.validate_private_key, settings.ssh_private_key, "ssh_private_key")
+    settings.validate_ssh(server, "server")
     taken = db.session.scalar(select(OpenVpnServer.id).where(
         func.lower(OpenVpnServer.name) == settings.name.lower()))
     if taken is not None and (server is None or taken != server.id):

@@ -14,7 +14,6 @@ from ipaddress import IPv4Network
 
 from sqlalchemy import delete, func, select, update
 
-from portal import ssh
 from portal.audit.models import AuditEvent
 from portal.audit.service import Actor, record
 from portal.crypto import generate_keypair, public_key_for
@@ -22,6 +21,7 @@ from portal.errors import Conflict, DomainError, FieldError, checked_field
 from portal.extensions import db
 from portal.ipam.models import TenantSubnet
 from portal.ipam.pool import hub_address
+from portal.remote import SshSettings
 from portal.tenancy.models import Tenant
 from portal.types import utcnow
 from portal.wireguard.drivers import DRIVERS, WgDriver, driver_for
@@ -55,22 +55,16 @@ def next_peer(configuration: VpnConfiguration) -> Peer:
 
 # Adding hubs ------------------------------------------------------------------------------------
 
-@dataclass
-class HubSettings:
+@dataclass(kw_only=True)
+class HubSettings(SshSettings):
     """What a platform admin enters for a hub (validated by `save_hub`)."""
 
     name: str
     endpoint_host: str
     endpoint_port: int = 51820
     interface: str = "wg0"
-    driver: str = "ssh"
     accepts_new_tenants: bool = True
     public_key: str = ""  # only for unmanaged hubs; managed hubs get a generated key pair
-    ssh_host: str = ""
-    ssh_port: int = 22
-    ssh_user: str = "root"
-    ssh_host_key: str = ""
-    ssh_private_key: str = ""  # blank on edit: keep the stored one
 
 
 def save_hub(actor: Actor, settings: HubSettings, hub: Hub | None = None) -> Hub:
@@ -88,15 +82,11 @@ def save_hub(actor: Actor, settings: HubSettings, hub: Hub | None = None) -> Hub
     hub.name, hub.endpoint_host, hub.endpoint_port = settings.name, settings.endpoint_host, settings.endpoint_port
     hub.interface, hub.driver = settings.interface, settings.driver
     hub.accepts_new_tenants = settings.accepts_new_tenants
-    hub.ssh_host, hub.ssh_port, hub.ssh_user = settings.ssh_host or None, settings.ssh_port, settings.ssh_user
-    hub.ssh_host_key = settings.ssh_host_key or None
-    if settings.ssh_private_key:
-        hub.ssh_private_key = settings.ssh_private_key
+    ssh_details = settings.apply_ssh(hub)
     db.session.flush()
     record("hub.created" if creating else "hub.updated", actor, tenant_id=None, target=hub,
            details={"name": hub.name, "driver": hub.driver, "endpoint": f"{hub.endpoint_host}:{hub.endpoint_port}",
-                    "ssh": f"{hub.ssh_user}@{hub.ssh_host}:{hub.ssh_port}" if hub.ssh_host else None,
-                    "host_key": ssh.fingerprint(hub.ssh_host_key) if hub.ssh_host_key else None})
+                    **ssh_details})
     return hub
 
 
@@ -104,22 +94,11 @@ def _validate(settings: HubSettings, hub: Hub | None) -> None:
     if settings.driver not in DRIVERS:
         raise FieldError("driver", f"One of {', '.join(DRIVERS)}.")
     checked_field(check_interface, settings.interface, "interface")
-    for port in ("endpoint_port", "ssh_port"):
-        if not 1 <= getattr(settings, port) <= 65535:
-            raise FieldError(port, "Ports are 1 to 65535.")
+    if not 1 <= settings.endpoint_port <= 65535:
+        raise FieldError("endpoint_port", "Ports are 1 to 65535.")
     if settings.driver == "none" and hub is None:
         checked_field(check_key, settings.public_key, "public_key")
-    if settings.driver == "ssh":
-        if not settings.ssh_host:
-            raise FieldError("ssh_host", "An SSH hub needs the host the portal connects to.")
-        if not settings.ssh_host_key:
-            raise FieldError("ssh_host_key", "An SSH hub needs its host key, pinned.")
-        if not settings.ssh_private_key and (hub is None or not hub.ssh_private_key):
-            raise FieldError("ssh_private_key", "An SSH hub needs the private key the portal logs in with.")
-    if settings.ssh_host_key:
-        settings.ssh_host_key = checked_field(ssh.validate_host_key, settings.ssh_host_key, "ssh_host_key")
-    if settings.ssh_private_key:
-        settings.ssh_private_key = checked_field(ssh.validate_private_key, settings.ssh_private_key, "ssh_private_key")
+    settings.validate_ssh(hub, "hub")
     taken = db.session.scalar(select(Hub.id).where(func.lower(Hub.name) == settings.name.lower()))
     if taken is not None and (hub is None or taken != hub.id):
         raise FieldError("name", f"There is already a hub named {settings.name!r}.")
