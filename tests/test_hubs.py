@@ -25,7 +25,8 @@ def staff(app, platform_admin):
 def ssh_hub_form(name: str, **changes) -> dict:
     key = ed25519.Ed25519PrivateKey.generate()
     return {"name": name, "endpoint_host": "hub.example.net", "endpoint_port": "51820", "interface": "wg0",
-            "driver": "ssh", "accepts_new_tenants": "y", "ssh_host": "192.0.2.80", "ssh_port": "22",
+            # not open to new tenants: later tests' tenants must not land on a hub that does not exist
+            "driver": "ssh", "ssh_host": "hub-ssh.example.net", "ssh_port": "22",
             "ssh_user": "root", "ssh_host_key": public_line(ed25519.Ed25519PrivateKey.generate()),
             "ssh_private_key": private_text(key), **changes}
 
