@@ -24,4 +24,5 @@ USER portal
 EXPOSE 8000
 
 # Migrations run by command before the web server starts, never inside create_app.
-CMD ["sh", "-c", "flask db upgrade && exec gunicorn --bind 0.0.0.0:8000 --workers 1 --threads 32 --worker-class gthread 'portal:create_app()'"]
+# One process per node; each open page holds a thread for its WebSocket (Socket.IO, threading async mode).
+CMD ["sh", "-c", "flask db upgrade && exec gunicorn --bind 0.0.0.0:8000 --workers 1 --threads ${PORTAL_WEB_THREADS:-512} --worker-class gthread 'portal:create_app()'"]

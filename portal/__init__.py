@@ -40,6 +40,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
             _tune_sqlite(db.engine)
 
     _register_blueprints(app)
+    _register_live(app)
     _register_request_hooks(app)
     _register_error_pages(app)
     _register_commands(app)
@@ -66,13 +67,20 @@ def _tune_sqlite(engine) -> None:
 def _register_blueprints(app: Flask) -> None:
     from portal.audit.views import blueprint as audit
     from portal.auth.views import blueprint as auth
+    from portal.dashboard.views import blueprint as dashboard
     from portal.openvpn.views import blueprint as openvpn
     from portal.ops.views import blueprint as ops
     from portal.tenancy.views import blueprint as tenancy
     from portal.wireguard.views import blueprint as wireguard
 
-    for blueprint in (auth, tenancy, wireguard, openvpn, audit, ops):
+    for blueprint in (auth, tenancy, wireguard, openvpn, audit, dashboard, ops):
         app.register_blueprint(blueprint)
+
+
+def _register_live(app: Flask) -> None:
+    from portal.live.server import init_app
+
+    init_app(app)  # the Socket.IO server; it reaches Redis only once a browser connects
 
 
 def _register_request_hooks(app: Flask) -> None:

@@ -95,6 +95,8 @@ def main() -> None:
         print(f"\nThe portal is at http://127.0.0.1:{port}/  (Ctrl-C stops the web server, worker and Redis)\n")
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         with suppress(KeyboardInterrupt):
+            # Werkzeug, threaded: Socket.IO (WebSocket via simple-websocket) in the same threading async mode as
+            # gunicorn's gthread worker in production.
             app.run(host="127.0.0.1", port=port, threaded=True, use_reloader=False)
 
 

@@ -25,3 +25,6 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
+# socketio: not a module singleton. Flask-SocketIO keeps its server on the SocketIO instance, so a shared one
+# would be rebound by every create_app; `portal.live.server.init_app` makes one per app, found at
+# app.extensions["socketio"].

@@ -22,6 +22,7 @@ from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 from sqlalchemy import update
 
+from portal import live
 from portal.audit.service import Actor, record
 from portal.extensions import db
 from portal.types import utcnow
@@ -222,21 +223,31 @@ def run_transition(transition: Transition, row_id: int, *, lock: str,
         work = prepare(row)
         record(f"{transition.action}.started", actor, tenant_id=row.tenant_id, target=row,
                details={"attempt": attempt, **work.details})
+        _hint(transition, row, f"{transition.action}.started")
         db.session.commit()
         try:
             result = work.side_effect()
         except Exception as error:
             _record_failure(transition, actor, row_id, attempt, error, finish)
             raise
-        return _record_outcome(actor, complete(row_id, attempt, result), f"{transition.action}.succeeded", attempt)
+        return _record_outcome(transition, actor, complete(row_id, attempt, result),
+                               f"{transition.action}.succeeded", attempt)
 
 
-def _record_outcome(actor: Actor, row: Fenced | None, action: str, attempt: int) -> str:
+def _hint(transition: Transition, row: Fenced, step: str) -> None:
+    """Tell the tenant's pages (after the commit) that the row moved and which step was recorded."""
+    kind, refs = transition.action.partition(".")[0], {"router_id": getattr(row, "router_id", None)}
+    live.status_changed(kind, row.id, row.tenant_id, row.status, **refs)
+    live.job_step(kind, row.id, row.tenant_id, step, **refs)
+
+
+def _record_outcome(transition: Transition, actor: Actor, row: Fenced | None, action: str, attempt: int) -> str:
     if row is None:
         db.session.rollback()
         log.info("attempt %s was superseded by a later one; wrote nothing", attempt)
         return "superseded"
     record(action, actor, tenant_id=row.tenant_id, target=row, details={"attempt": attempt})
+    _hint(transition, row, action)
     status = row.status
     db.session.commit()
     return status
@@ -257,6 +268,7 @@ def _record_failure(transition: Transition, actor: Actor, row_id: int, attempt: 
     outcome = ("retry" if not is_last_try() else "waiting") if transient else "failed"
     record(f"{transition.action}.{outcome}", actor, tenant_id=row.tenant_id, target=row,
            details={"attempt": attempt, "error": message})
+    _hint(transition, row, f"{transition.action}.{outcome}")
     db.session.commit()
 
 

@@ -6,3 +6,109 @@ document.addEventListener("htmx:afterSwap", (event) => {
   const invalid = event.detail.target.querySelector("[aria-invalid='true']");
   if (invalid) invalid.focus();
 });
+
+// Live panels. Socket.IO events are hints (DESIGN.md rule 7): an event says what changed, and every panel
+// that cares (data-live="status monitor", optionally data-live-match='{"router_id": 7}') is fetched again
+// from its own endpoint (data-live-src) and swapped in by htmx. On every (re)connect every panel is
+// fetched again, so a missed event costs nothing. Nothing here asks the server anything on a timer.
+(() => {
+  const indicator = document.getElementById("live-indicator");
+  if (!indicator || typeof io !== "function" || typeof htmx === "undefined") return;
+
+  const LABELS = { connecting: "connecting", live: "live", reconnecting: "reconnecting…", offline: "offline" };
+  const live = { state: "connecting", connects: 0, received: 0, refreshes: 0 };
+  window.portalLive = live; // read-only figures, for tests and the curious
+
+  function show(state, why) {
+    live.state = state;
+    indicator.hidden = false;
+    indicator.dataset.state = state;
+    indicator.textContent = LABELS[state];
+    indicator.title = state === "live" ? "Updates appear as they happen" : why || "";
+  }
+
+  // Requests in flight per target id (ours or the page's own, like a search), and panels to fetch once
+  // those end: a refresh never races a swap into the same panel, and a burst of hints costs one fetch.
+  const inflight = new Map();
+  const wanted = new Set();
+  document.addEventListener("htmx:beforeRequest", (event) => {
+    const id = event.detail.target && event.detail.target.id;
+    if (!id) return;
+    inflight.set(id, (inflight.get(id) || 0) + 1);
+    event.detail.xhr.addEventListener("loadend", () => { // after htmx's own load handler has swapped
+      const left = inflight.get(id) - 1;
+      if (left > 0) { inflight.set(id, left); return; }
+      inflight.delete(id);
+      if (wanted.delete(id)) refresh(id);
+    });
+  });
+
+  function refresh(id) {
+    if (inflight.has(id)) { wanted.add(id); return; }
+    const panel = document.getElementById(id);
+    if (!panel || !panel.dataset.liveSrc) return;
+    live.refreshes += 1;
+    htmx.ajax("GET", panel.dataset.liveSrc, { source: panel, target: panel, swap: "outerHTML" });
+  }
+
+  function cares(panel, event, payload) {
+    if (!panel.dataset.live.split(/\s+/).includes(event)) return false;
+    if (!panel.dataset.liveMatch) return true;
+    try {
+      const wantedFields = JSON.parse(panel.dataset.liveMatch);
+      return Object.keys(wantedFields).every((key) => payload && payload[key] === wantedFields[key]);
+    } catch (error) {
+      return false;
+    }
+  }
+
+  const panels = () => Array.from(document.querySelectorAll("[data-live][id]"));
+
+  const socket = io({ transports: ["websocket"], reconnectionDelay: 1000, reconnectionDelayMax: 15000,
+                      randomizationFactor: 0.5 });
+  socket.onAny((event, payload) => {
+    live.received += 1;
+    panels().filter((panel) => cares(panel, event, payload)).forEach((panel) => refresh(panel.id));
+  });
+
+  // socket.io retries a lost transport by itself; when the server refused us or let us go (its message
+  // queue was down, a logout elsewhere) we ask again ourselves, backing off from 1 s to 15 s.
+  let retries = 0;
+  let retryTimer = null;
+  function retryLater() {
+    if (retryTimer) return;
+    const delay = Math.min(15000, 1000 * 2 ** retries) * (0.5 + Math.random() / 2);
+    retries += 1;
+    retryTimer = setTimeout(() => { retryTimer = null; socket.connect(); }, delay);
+  }
+
+  socket.on("connect", () => {
+    retries = 0;
+    live.connects += 1;
+    show("live");
+    panels().forEach((panel) => refresh(panel.id)); // converge on the database after any gap
+  });
+  socket.on("disconnect", (reason) => {
+    show("reconnecting", reason);
+    if (reason === "io server disconnect") retryLater();
+  });
+  socket.on("connect_error", (error) => {
+    if (error && error.message === "unauthorized") {
+      show("offline", "Logged out: reload the page to log in again");
+      return;
+    }
+    show("reconnecting", error && error.message);
+    if (!socket.active) retryLater();
+  });
+
+  // "N s ago" counts on between refreshes from the age the server rendered (a local clock, no request).
+  const firstSeen = new WeakMap();
+  setInterval(() => {
+    const now = performance.now();
+    document.querySelectorAll(".ago[data-age]").forEach((element) => {
+      if (!firstSeen.has(element)) firstSeen.set(element, now);
+      const age = Number(element.dataset.age) + Math.floor((now - firstSeen.get(element)) / 1000);
+      element.textContent = element.textContent.replace(/\d+/, String(age));
+    });
+  }, 1000);
+})();

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select
 
+from portal import live
 from portal.audit.models import GENESIS_HASH, AuditEvent, AuditHead
 from portal.extensions import db
 from portal.types import utcnow
@@ -105,6 +106,8 @@ def record(
     event.hash = event_hash(event)
     db.session.add(event)
     head.last_hash = event.hash
+    if tenant_id is not None:
+        live.audit_recorded(tenant_id)  # one hint per tenant and transaction, after the commit
     return event
 
 

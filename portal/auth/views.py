@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import secrets
 from urllib.parse import urlsplit
 
-from flask import Blueprint, flash, make_response, redirect, render_template, request, url_for
+from flask import Blueprint, flash, make_response, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
+from portal import live
 from portal.auth.forms import LoginForm
 from portal.auth.service import authenticate
 from portal.extensions import db, login_manager
 from portal.htmx import wants_fragment
+from portal.live.server import SESSION_KEY
 from portal.tenancy.models import Role, User
 
 blueprint = Blueprint("auth", __name__)
@@ -55,6 +58,7 @@ def login():
         result = authenticate(form.email.data, form.password.data, request.remote_addr or "-")
         if result.user is not None:
             login_user(result.user)
+            session[SESSION_KEY] = secrets.token_urlsafe(16)  # names this login's sockets, for logout
             return redirect(safe_next(request.args.get("next")) or home_for(result.user))
         if result.retry_after is not None:
             minutes = max(1, round(result.retry_after / 60))
@@ -69,12 +73,19 @@ def login():
 @blueprint.route("/")
 def index():
     if current_user.is_authenticated:
+        if current_user.role == Role.TENANT_ADMIN:
+            return redirect(url_for("dashboard.dashboard"))
         return redirect(home_for(current_user))
     return redirect(url_for("auth.login"))
 
 
 @blueprint.route("/logout", methods=["POST"])
 def logout():
+    token = session.pop(SESSION_KEY, None)
+    if token:
+        live.disconnect_session(token)  # this session's sockets, on every web process
+    elif current_user.is_authenticated:
+        live.disconnect_user(current_user.id)  # a session from before tokens: all of the user's sockets
     logout_user()
     flash("You are logged out.")
     return redirect(url_for("auth.login"))

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import func, select
 
+from portal import live
 from portal.audit.service import Actor, record
 from portal.auth.service import check_password_strength, hash_password
 from portal.errors import Conflict, DomainError
@@ -48,6 +49,23 @@ def create_user(actor: Actor, email: str, password: str, role: Role, tenant_id: 
     db.session.add(user)
     db.session.flush()
     record("user.created", actor, tenant_id=tenant_id, target=user, details={"email": email, "role": role.value})
+    return user
+
+
+def change_access(actor: Actor, user: User, role: Role, tenant_id: int | None, active: bool) -> User:
+    """A user's role, tenant and whether the account is active. Their open pages lose their live connection
+    after the commit and reconnect under the new access, or not at all."""
+    if (role == Role.TENANT_ADMIN) != (tenant_id is not None):
+        raise DomainError("Tenant admins belong to exactly one tenant; platform staff belong to none.")
+    if tenant_id is not None and db.session.get(Tenant, tenant_id) is None:
+        raise DomainError("No such tenant.")
+    before = {"role": user.role.value, "tenant_id": user.tenant_id, "active": user.active}
+    user.role, user.tenant_id, user.active = role, tenant_id, active
+    after = {"role": role.value, "tenant_id": tenant_id, "active": active}
+    if after != before:
+        record("user.access_changed", actor, tenant_id=before["tenant_id"], target=user,
+               details={"before": before, "after": after})
+        live.user_access_changed(user.id)
     return user
 
 

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
+from sqlalchemy import select
 
+from portal import live
 from portal.audit.service import Actor, record
 from portal.extensions import db
 from portal.jobs import Transition, Work, current_job_id, describe, enqueue, lock_is_held, run_transition, work_lock
@@ -244,8 +246,21 @@ def poll_hubs() -> str:
             hub.last_poll_error = describe(error)
             log.warning("polling hub %s failed: %s", hub.name, hub.last_poll_error)
         else:
-            changed += len(hubs.record_poll(hub, dump, now, sample_every))
+            changes = hubs.record_poll(hub, dump, now, sample_every)
+            _monitor_hints(changes)
+            changed += len(changes)
         db.session.commit()
     hubs.thin_samples(now, timedelta(days=config["PORTAL_TRAFFIC_RETENTION_DAYS"]))
     db.session.commit()
     return f"{changed} configuration(s) changed"
+
+
+def _monitor_hints(changes: list[hubs.PeerChange]) -> None:
+    """One `monitor` hint per configuration whose handshake, traffic or online state changed (after commit)."""
+    if not changes:
+        return
+    routers = dict(db.session.execute(select(VpnConfiguration.id, VpnConfiguration.router_id).where(
+        VpnConfiguration.id.in_([change.configuration_id for change in changes]))).all())
+    for change in changes:
+        live.monitor_changed(service.KIND, change.configuration_id, change.tenant_id, change.online,
+                             router_id=routers.get(change.configuration_id))

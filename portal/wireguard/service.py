@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from ipaddress import IPv4Network
 
 from flask import current_app
@@ -16,6 +16,7 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
+from portal import live
 from portal.audit.service import Actor, record
 from portal.crypto import generate_keypair, generate_preshared_key
 from portal.errors import Conflict, DomainError
@@ -25,7 +26,8 @@ from portal.ipam.models import TenantSubnet
 from portal.ipam.pool import host_address, hub_address
 from portal.jobs import claim_row, finish_row
 from portal.types import utcnow
-from portal.wireguard.models import IN_FLIGHT, REVOCABLE, Hub, Router, Status, VpnConfiguration
+from portal.wireguard.charts import Sample
+from portal.wireguard.models import IN_FLIGHT, REVOCABLE, Hub, Router, Status, TrafficSample, VpnConfiguration
 from portal.wireguard.render import PeerConfig
 
 ROUTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
@@ -33,6 +35,7 @@ ROUTER_NAME_RULE = (
     "1 to 64 characters: letters, digits, spaces, dots, dashes and underscores, starting with a letter or digit"
 )
 NOTE_MAX = 500
+KIND = "configuration"  # what live hints call a VpnConfiguration (the prefix of its audit actions)
 
 
 def validate_router_name(name: str) -> str:
@@ -125,6 +128,8 @@ def _new_configuration(router: Router) -> VpnConfiguration:
     )
     db.session.add(configuration)
     db.session.flush()
+    live.status_changed(KIND, configuration.id, router.tenant_id, Status.PENDING, router_id=router.id)
+    live.usage_changed(router.tenant_id)
     return configuration
 
 
@@ -144,6 +149,7 @@ def request_revocation(actor: Actor, configuration: VpnConfiguration) -> None:
         raise Conflict(_cannot_revoke_reason(configuration.status))
     db.session.refresh(configuration)
     record("configuration.revoke.requested", actor, tenant_id=configuration.tenant_id, target=configuration)
+    _status_hint(configuration)
 
 
 def _cannot_revoke_reason(status: str) -> str:
@@ -163,6 +169,7 @@ def request_rotation(actor: Actor, configuration: VpnConfiguration) -> None:
     configuration.next_private_key, configuration.next_preshared_key = keys.private, preshared_key
     record("configuration.rotate.requested", actor, tenant_id=configuration.tenant_id, target=configuration,
            details={"old_public_key": configuration.public_key, "new_public_key": keys.public})
+    _status_hint(configuration)
 
 
 def request_retry(actor: Actor, configuration: VpnConfiguration) -> None:
@@ -171,6 +178,12 @@ def request_retry(actor: Actor, configuration: VpnConfiguration) -> None:
         raise Conflict("Only a failed configuration can be retried.")
     db.session.refresh(configuration)
     record("configuration.retry.requested", actor, tenant_id=configuration.tenant_id, target=configuration)
+    _status_hint(configuration)
+
+
+def _status_hint(configuration: VpnConfiguration) -> None:
+    live.status_changed(KIND, configuration.id, configuration.tenant_id, configuration.status,
+                        router_id=configuration.router_id)
 
 
 def _compare_and_set(configuration_id: int, from_states: Sequence[str], **values) -> bool:
@@ -209,6 +222,16 @@ def live_configuration_counts(tenant_id: int) -> dict[str, int]:
         .group_by(VpnConfiguration.status)
     ).all()
     return {status: count for status, count in rows}
+
+
+def traffic_samples(configuration_id: int, since: datetime) -> list[Sample]:
+    """The configuration's stored traffic samples since `since`, oldest first."""
+    rows = db.session.execute(
+        select(TrafficSample.taken_at, TrafficSample.rx_bytes, TrafficSample.tx_bytes)
+        .where(TrafficSample.configuration_id == configuration_id, TrafficSample.taken_at >= since)
+        .order_by(TrafficSample.taken_at)
+    ).all()
+    return [Sample(*row) for row in rows]
 
 
 def peer_config(configuration: VpnConfiguration) -> PeerConfig:
@@ -262,4 +285,5 @@ def finish(configuration_id: int, attempt: int, from_state: str, **values) -> Vp
     configuration = finish_row(VpnConfiguration, configuration_id, attempt, from_state, **values)
     if configuration is not None and configuration.status == Status.REVOKED:
         ipam.release_host(configuration.subnet_id, configuration.host_index)
+        live.usage_changed(configuration.tenant_id)
     return configuration

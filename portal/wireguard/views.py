@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy.exc import IntegrityError
 
@@ -16,6 +18,7 @@ from portal.tenancy.scope import get_owned_or_404
 from portal.types import utcnow
 from portal.wireguard import hubs as hub_service
 from portal.wireguard import jobs, service
+from portal.wireguard.charts import Chart, chart
 from portal.wireguard.forms import ActionForm, HubForm, RouterForm
 from portal.wireguard.hubs import HubSettings
 from portal.wireguard.models import UNIQUE_NAME_INDEX, Hub, Router, Status, VpnConfiguration
@@ -23,6 +26,7 @@ from portal.wireguard.render import download_filename, render_conf, render_rsc
 
 blueprint = Blueprint("wireguard", __name__)
 
+CHART_SPANS = (("last hour", timedelta(hours=1)), ("last day", timedelta(days=1)))
 DOWNLOADS = {
     "rsc": (render_rsc, "text/plain; charset=utf-8"),
     "conf": (render_conf, "text/plain; charset=utf-8"),
@@ -42,7 +46,7 @@ def routers():
     page = service.routers_page(tenant_id, page=args.get("page", 1, type=int),
                                 per_page=current_app.config["PORTAL_PAGE_SIZE"], **listing)
     return page_or_fragment("wireguard/routers.html", "wireguard/_router_table.html",
-                            page=page, listing=listing, usage=usage(tenant_id))
+                            page=page, listing=listing, usage=usage(tenant_id), now=utcnow())
 
 
 @blueprint.route("/routers/subnet")
@@ -80,21 +84,46 @@ def new_router():
 @tenant_admin_required
 def router(router_id: int):
     router = get_owned_or_404(Router, router_id, current_tenant_id())
-    return render_template("wireguard/router.html", router=router, configuration=router.current_configuration,
-                           history=_history(router), action_form=ActionForm(), now=utcnow())
+    return render_template("wireguard/router.html", **_router_panels(router))
 
 
+# The router page's live panels, each also served alone (Socket.IO hints make the page fetch them again).
 @blueprint.route("/routers/<int:router_id>/configuration")
 @tenant_admin_required
 def configuration_panel(router_id: int):
     router = get_owned_or_404(Router, router_id, current_tenant_id())
-    return page_or_fragment("wireguard/router.html", "wireguard/_configuration.html", router=router,
-                            configuration=router.current_configuration, history=_history(router),
-                            action_form=ActionForm(), now=utcnow())
+    return page_or_fragment("wireguard/router.html", "wireguard/_configuration.html", **_router_panels(router))
+
+
+@blueprint.route("/routers/<int:router_id>/steps")
+@tenant_admin_required
+def steps_panel(router_id: int):
+    router = get_owned_or_404(Router, router_id, current_tenant_id())
+    return page_or_fragment("wireguard/router.html", "wireguard/_steps.html", **_router_panels(router))
+
+
+@blueprint.route("/routers/<int:router_id>/traffic")
+@tenant_admin_required
+def traffic_panel(router_id: int):
+    router = get_owned_or_404(Router, router_id, current_tenant_id())
+    return page_or_fragment("wireguard/router.html", "wireguard/_traffic.html", **_router_panels(router))
+
+
+def _router_panels(router: Router) -> dict:
+    configuration, now = router.current_configuration, utcnow()
+    return {"router": router, "configuration": configuration, "history": _history(router),
+            "charts": _charts(configuration, now), "action_form": ActionForm(), "now": now}
 
 
 def _history(router: Router):
     return events_for(router.tenant_id, targets=[router, *router.configurations], per_page=30).items
+
+
+def _charts(configuration: VpnConfiguration | None, now) -> list[Chart]:
+    if configuration is None or not configuration.hub.managed:
+        return []
+    samples = service.traffic_samples(configuration.id, now - CHART_SPANS[-1][1])
+    return [chart(label, samples, now, span) for label, span in CHART_SPANS]
 
 
 @blueprint.route("/routers/<int:router_id>/revoke", methods=["GET", "POST"])
