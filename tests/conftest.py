@@ -11,9 +11,11 @@ tenant, so tests never see each other's routers.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -241,6 +243,24 @@ def served(app):
     finally:
         server.shutdown()
         thread.join()
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Debian's Chromium under Playwright, one per test module (LAB.md's recipe)."""
+    require(shutil.which(CHROMIUM) is not None, f"{CHROMIUM} is not installed (apt-get install chromium)")
+    require(importlib.util.find_spec("playwright") is not None, "the playwright package is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
 
 
 def require(condition: bool, reason: str) -> None:

@@ -5,36 +5,23 @@ System test: needs /usr/bin/chromium and the playwright package; skips without t
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests import vectors
-from tests.conftest import require, run_worker, served
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
+from tests.conftest import run_worker, served
 
 pytestmark = pytest.mark.system
 
 
 @pytest.fixture
-def browser_page():
-    require(shutil.which(CHROMIUM) is not None, f"{CHROMIUM} is not installed (apt-get install chromium)")
-    require(importlib.util.find_spec("playwright") is not None, "the playwright package is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(accept_downloads=True)
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        yield page
-        context.close()
-        browser.close()
+def browser_page(chromium):
+    context = chromium.new_context(accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
 
 
 def test_admin_adds_a_router_sees_errors_inline_and_downloads_its_configs(app, tenant_admin, browser_page):

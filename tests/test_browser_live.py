@@ -9,10 +9,8 @@ System test: needs /usr/bin/chromium and playwright; skips without them, fails w
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
-import shutil
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,7 +34,6 @@ from tests.conftest import (
     unique,
     worker_process,
 )
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.test_live import private_redis
 
 pytestmark = pytest.mark.system
@@ -44,18 +41,6 @@ pytestmark = pytest.mark.system
 ARTIFACTS = Path(os.environ.get("PORTAL_TEST_ARTIFACTS", ROOT / "instance" / "test-artifacts"))
 LIVE = "#live-indicator[data-state='live']"
 TIMEOUT = 20_000  # ms: a worker process starts, provisions, and the hint comes back
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    require(shutil.which(CHROMIUM) is not None, f"{CHROMIUM} is not installed (apt-get install chromium)")
-    require(importlib.util.find_spec("playwright") is not None, "the playwright package is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 class Person:

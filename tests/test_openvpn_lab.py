@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -20,8 +21,9 @@ from portal.jobs import enqueue
 from portal.openvpn import service
 from portal.openvpn.models import OpenVpnServer, Status, VpnClient
 from portal.remote import SshRunner
-from tests.conftest import login, post, require, run_worker, unique
+from tests.conftest import login, post, require, run_worker, served, unique
 from tests.ovpnlab import OpenVpnLab, easyrsa_path, lab_missing
+from tests.test_browser_live import Person, not_reloaded, run_worker_process, screenshots_on_failure
 
 ACTOR = Actor.system("test")
 TUNNEL_SERVER = "10.8.0.1"
@@ -271,3 +273,52 @@ def test_provisioning_waits_while_the_server_is_unreachable_then_finishes(app, a
     done = load(app, client_id)
     assert done.status == Status.ACTIVE and done.last_error is None
     assert actions_for(app, client_id).count("client.provision.succeeded") == 1
+
+
+def test_in_a_browser_a_client_is_created_goes_active_live_downloads_connects_and_is_revoked(
+        app, chromium, tenant_admin, other_tenant_admin, lab, server):
+    with served(app) as base_url:
+        anna, bob = Person(chromium, base_url), Person(chromium, base_url)
+        client_page = {}
+        try:
+            with screenshots_on_failure(anna, "openvpn-client", client_page):
+                bob_list = bob.log_in(other_tenant_admin[1])
+                bob.open(bob_list, "/openvpn/clients")
+
+                page = anna.log_in(tenant_admin[1])
+                anna.open(page, "/openvpn/clients/new")
+                page.get_by_label("Name").fill("$(id)")
+                page.get_by_role("button", name="Add client").click()
+                assert "letters" in page.locator("#name-error").inner_text()
+                page.get_by_label("Name").fill("anna-laptop")
+                page.get_by_role("button", name="Add client").click()
+                page.wait_for_url(re.compile(r".*/openvpn/clients/\d+$"))
+                client_page["path"] = page.url.removeprefix(base_url)
+                anna.open(page, client_page["path"])
+                assert "pending" in page.locator("#client-panel").inner_text()
+
+                run_worker_process()  # a real worker process, over SSH to the lab server
+                page.locator("#client-panel .status-active").wait_for()
+                assert not_reloaded(page)
+                with page.expect_download() as download_info:
+                    page.get_by_role("link", name="Download OpenVPN profile (.ovpn)").click()
+                ovpn = Path(download_info.value.path()).read_text()
+                assert f"remote {lab.server_address} 1194" in ovpn and "<key>" in ovpn
+                lab.connect(ovpn)
+                assert lab.ping(TUNNEL_SERVER)
+
+                page.get_by_role("link", name="Revoke…").click()
+                page.get_by_role("button", name="Revoke for good").click()
+                page.wait_for_url(base_url + client_page["path"])
+                anna.open(page, client_page["path"])
+                run_worker_process()
+                page.locator("#client-panel .status-revoked").wait_for()
+                assert not_reloaded(page)
+                assert page.get_by_role("link", name="Download OpenVPN profile (.ovpn)").count() == 0
+                assert wait_until(lambda: not lab.ping(TUNNEL_SERVER, timeout=1), 10)
+
+                assert not_reloaded(bob_list) and "anna-laptop" not in bob_list.content()
+                assert anna.errors == [f"422 {base_url}/openvpn/clients/new"] and bob.errors == []  # the bad name
+        finally:
+            anna.close()
+            bob.close()

@@ -8,6 +8,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from portal.extensions import db
+from portal.openvpn.models import Status as ClientStatus
+from portal.openvpn.models import VpnClient
 from portal.wireguard.models import ONLINE_WITHIN, Hub, Router, Status, VpnConfiguration
 
 
@@ -17,6 +19,8 @@ class Fleet:
     online: int  # active on a managed hub, with a handshake within ONLINE_WITHIN
     monitored: int  # active on a managed hub (the ones that can be seen online)
     by_status: dict[str, int]  # configurations that are not revoked, per status
+    clients_active: int  # OpenVPN clients with a certificate in force
+    clients_connected: int  # ... with a session on their server now
 
 
 def fleet(tenant_id: int, now: datetime) -> Fleet:
@@ -29,5 +33,8 @@ def fleet(tenant_id: int, now: datetime) -> Fleet:
                  .where(VpnConfiguration.tenant_id == tenant_id, VpnConfiguration.status == Status.ACTIVE,
                         Hub.driver != "none"))
     online = monitored.where(VpnConfiguration.last_handshake_at >= now - ONLINE_WITHIN)
+    clients_active, clients_connected = db.session.execute(
+        select(func.count(), func.count().filter(VpnClient.connected.is_(True)))
+        .where(VpnClient.tenant_id == tenant_id, VpnClient.status == ClientStatus.ACTIVE)).one()
     return Fleet(routers=routers, online=db.session.scalar(online), monitored=db.session.scalar(monitored),
-                 by_status=by_status)
+                 by_status=by_status, clients_active=clients_active, clients_connected=clients_connected)

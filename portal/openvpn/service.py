@@ -15,6 +15,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from sqlalchemy import exists, func, select, update
 
+from portal import live
 from portal.audit.service import Actor, record
 from portal.errors import Conflict, DomainError, FieldError
 from portal.extensions import db
@@ -35,6 +36,7 @@ from portal.openvpn.models import (
 from portal.remote import HOST_NAME, SshSettings
 from portal.types import utcnow
 
+KIND = "client"  # what live hints call a VpnClient (the prefix of its audit actions)
 SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
 
 
@@ -189,6 +191,7 @@ def add_client(actor: Actor, tenant_id: int, name: str) -> VpnClient:
     db.session.flush()
     record("client.created", actor, tenant_id=tenant_id, target=client,
            details={"name": name, "server": server.name})
+    _status_hint(client)
     return client
 
 
@@ -202,6 +205,7 @@ def request_revoke(actor: Actor, client: VpnClient) -> None:
     db.session.refresh(client)
     record("client.revoke.requested", actor, tenant_id=client.tenant_id, target=client,
            details={"name": client.name, "serial": client.serial})
+    _status_hint(client)
 
 
 def _cannot_revoke_reason(status: str) -> str:
@@ -216,6 +220,11 @@ def request_retry(actor: Actor, client: VpnClient) -> None:
         raise Conflict("Only a failed client can be retried.")
     db.session.refresh(client)
     record("client.retry.requested", actor, tenant_id=client.tenant_id, target=client)
+    _status_hint(client)
+
+
+def _status_hint(client: VpnClient) -> None:
+    live.status_changed(KIND, client.id, client.tenant_id, client.status)
 
 
 def _compare_and_set(client_id: int, from_states: Sequence[str], **values) -> bool:
@@ -284,5 +293,6 @@ def record_status_poll(server: OpenVpnServer, sessions: Sequence[Session], now: 
                  client.bytes_sent, client.connected_since)
         if after != before:
             changed.append(client.id)
+            live.monitor_changed(KIND, client.id, client.tenant_id, client.connected)
     server.last_polled_at, server.last_poll_error = now, None
     return changed
