@@ -24,10 +24,6 @@ class ClientForm(FlaskForm):
                                    Regexp(f"^{CLIENT_NAME.pattern}$", message=f"Use {CLIENT_NAME_RULE}.")])
 
 
-class ActionForm(FlaskForm):
-    """A button that changes something: only its CSRF token."""
-
-
 class ServerForm(FlaskForm):
     name = StringField("Name", filters=[_strip], validators=[DataRequired(), Length(max=64)])
     remote_host = StringField("Public host", description="The name or address clients connect to.",

@@ -5,12 +5,13 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy.exc import IntegrityError
 
+from portal.actions import ActionForm, act, save_form
 from portal.audit.service import events_for
-from portal.errors import DomainError, show_on_form
+from portal.errors import DomainError
 from portal.extensions import db
 from portal.htmx import page_or_fragment, redirect_after_post
 from portal.openvpn import jobs, service
-from portal.openvpn.forms import ActionForm, ClientForm, ServerForm
+from portal.openvpn.forms import ClientForm, ServerForm
 from portal.openvpn.models import UNIQUE_NAME_INDEX, OpenVpnServer, Status, VpnClient
 from portal.openvpn.render import download_filename, render_ovpn
 from portal.tenancy.access import current_tenant_id, platform_admin_required, request_actor, tenant_admin_required
@@ -98,15 +99,8 @@ def revoke(client_id: int):
         flash("This client is already revoked or being revoked.")
         return redirect(url_for("openvpn.client", client_id=client.id), 303)
     if form.validate_on_submit():
-        try:
-            service.request_revoke(request_actor(), client)
-            db.session.commit()
-        except DomainError as error:
-            db.session.rollback()
-            flash(str(error), "error")
-        else:
-            jobs.enqueue_revoke(client.id)
-            flash(f"Revoking {client.name}. This cannot be undone.")
+        act(lambda: service.request_revoke(request_actor(), client), lambda _: jobs.enqueue_revoke(client.id),
+            f"Revoking {client.name}. This cannot be undone.")
         return redirect(url_for("openvpn.client", client_id=client.id), 303)
     return render_template("openvpn/revoke.html", client=client, form=form)
 
@@ -116,15 +110,8 @@ def revoke(client_id: int):
 def retry(client_id: int):
     client = get_owned_or_404(VpnClient, client_id, current_tenant_id())
     if ActionForm().validate_on_submit():
-        try:
-            service.request_retry(request_actor(), client)
-            db.session.commit()
-        except DomainError as error:
-            db.session.rollback()
-            flash(str(error), "error")
-        else:
-            jobs.enqueue_provision(client.id)
-            flash("Provisioning again.")
+        act(lambda: service.request_retry(request_actor(), client), lambda _: jobs.enqueue_provision(client.id),
+            "Provisioning again.")
     return redirect(url_for("openvpn.client", client_id=client.id), 303)
 
 
@@ -148,13 +135,8 @@ def edit_server(server_id: int | None):
     if form.validate_on_submit():
         settings = service.ServerSettings(**{name: value for name, value in form.data.items()
                                              if name != "csrf_token"})
-        try:
-            saved = service.save_server(request_actor(), settings, server)
-            db.session.commit()
-        except DomainError as error:
-            db.session.rollback()
-            show_on_form(form, error)
-        else:
+        saved = save_form(form, lambda: service.save_server(request_actor(), settings, server))
+        if saved is not None:
             flash(f"OpenVPN server {saved.name} saved. Bootstrap it (button below, or "
                   f"`flask openvpn bootstrap {saved.name}`) before it takes clients.")
             return redirect(url_for("openvpn.servers"), 303)

@@ -14,10 +14,6 @@ class RouterForm(FlaskForm):
                          validators=[Length(max=NOTE_MAX)])
 
 
-class ActionForm(FlaskForm):
-    """A button that changes something: only its CSRF token."""
-
-
 class HubForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=64)])
     endpoint_host = StringField("Endpoint host", description="The public name or address routers connect to.",

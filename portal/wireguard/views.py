@@ -7,8 +7,9 @@ from datetime import timedelta
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy.exc import IntegrityError
 
+from portal.actions import ActionForm, act, save_form
 from portal.audit.service import events_for
-from portal.errors import DomainError, show_on_form
+from portal.errors import DomainError
 from portal.extensions import db
 from portal.htmx import page_or_fragment, redirect_after_post
 from portal.ipam.service import usage
@@ -19,7 +20,7 @@ from portal.types import utcnow
 from portal.wireguard import hubs as hub_service
 from portal.wireguard import jobs, service
 from portal.wireguard.charts import Chart, chart
-from portal.wireguard.forms import ActionForm, HubForm, RouterForm
+from portal.wireguard.forms import HubForm, RouterForm
 from portal.wireguard.hubs import HubSettings
 from portal.wireguard.models import UNIQUE_NAME_INDEX, Hub, Router, Status, VpnConfiguration
 from portal.wireguard.render import download_filename, render_conf, render_rsc
@@ -136,15 +137,9 @@ def revoke(router_id: int):
         flash("This router has no configuration to revoke.")
         return redirect(url_for("wireguard.router", router_id=router.id), 303)
     if form.validate_on_submit():
-        try:
-            service.request_revocation(request_actor(), configuration)
-            db.session.commit()
-        except DomainError as error:
-            db.session.rollback()
-            flash(str(error), "error")
-        else:
-            jobs.enqueue_revoke(configuration.id)
-            flash(f"Revoking the configuration of {router.name}. This cannot be undone.")
+        act(lambda: service.request_revocation(request_actor(), configuration),
+            lambda _: jobs.enqueue_revoke(configuration.id),
+            f"Revoking the configuration of {router.name}. This cannot be undone.")
         return redirect(url_for("wireguard.router", router_id=router.id), 303)
     return render_template("wireguard/revoke.html", router=router, configuration=configuration, form=form)
 
@@ -172,15 +167,8 @@ def new_configuration(router_id: int):
 def retry(configuration_id: int):
     configuration = get_owned_or_404(VpnConfiguration, configuration_id, current_tenant_id())
     if ActionForm().validate_on_submit():
-        try:
-            service.request_retry(request_actor(), configuration)
-            db.session.commit()
-        except DomainError as error:
-            db.session.rollback()
-            flash(str(error), "error")
-        else:
-            jobs.enqueue_provision(configuration.id)
-            flash("Provisioning again.")
+        act(lambda: service.request_retry(request_actor(), configuration),
+            lambda _: jobs.enqueue_provision(configuration.id), "Provisioning again.")
     return redirect(url_for("wireguard.router", router_id=configuration.router_id), 303)
 
 
@@ -189,16 +177,9 @@ def retry(configuration_id: int):
 def rotate(configuration_id: int):
     configuration = get_owned_or_404(VpnConfiguration, configuration_id, current_tenant_id())
     if ActionForm().validate_on_submit():
-        try:
-            service.request_rotation(request_actor(), configuration)
-            db.session.commit()
-        except DomainError as error:
-            db.session.rollback()
-            flash(str(error), "error")
-        else:
-            jobs.enqueue_rotate(configuration.id)
-            flash("New keys generated; once the hub holds them, download the new configuration. "
-                  "The old one stops working.")
+        act(lambda: service.request_rotation(request_actor(), configuration),
+            lambda _: jobs.enqueue_rotate(configuration.id),
+            "New keys generated; once the hub holds them, download the new configuration. The old one stops working.")
     return redirect(url_for("wireguard.router", router_id=configuration.router_id), 303)
 
 
@@ -275,13 +256,8 @@ def edit_hub(hub_id: int | None):
         form.ssh_private_key.data = ""
     if form.validate_on_submit():
         settings = HubSettings(**{name: value for name, value in form.data.items() if name != "csrf_token"})
-        try:
-            saved = hub_service.save_hub(request_actor(), settings, hub)
-            db.session.commit()
-        except DomainError as error:
-            db.session.rollback()
-            show_on_form(form, error)
-        else:
+        saved = save_form(form, lambda: hub_service.save_hub(request_actor(), settings, hub))
+        if saved is not None:
             flash(f"Hub {saved.name} saved." + (" Run `flask hub bootstrap` to prepare it." if saved.managed else ""))
             return redirect(url_for("wireguard.hubs"), 303)
     return render_template("wireguard/hub_form.html", form=form, hub=hub), 422 if form.errors else 200
