@@ -9,16 +9,11 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from flask import flash
-from flask_wtf import FlaskForm
 
 from portal.errors import DomainError, show_on_form
 from portal.extensions import db
 
 T = TypeVar("T")
-
-
-class ActionForm(FlaskForm):
-    """A button that changes something: only its CSRF token."""
 
 
 def act(change: Callable[[], T], then: Callable[[T], object], done: str) -> None:

@@ -79,15 +79,15 @@ def sshd_missing() -> str | None:
     return None
 
 
-def lab_missing() -> str | None:
-    """Why the lab cannot run here, or None."""
+def lab_missing(tools: dict[str, str] = TOOLS, needs_tun: str = "wireguard-go") -> str | None:
+    """Why the lab cannot run here, or None: root, `tools` (name: Debian package), /dev/net/tun, namespaces."""
     if os.geteuid() != 0:
         return "needs root"
-    for tool, package in TOOLS.items():
+    for tool, package in tools.items():
         if which(tool) is None:
             return f"{tool} not installed (apt-get install {package})"
     if not Path("/dev/net/tun").exists():
-        return "/dev/net/tun is missing (wireguard-go needs it)"
+        return f"/dev/net/tun is missing ({needs_tun} needs it)"
     return _namespaces_missing()
 
 

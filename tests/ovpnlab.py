@@ -21,7 +21,8 @@ import subprocess
 from pathlib import Path
 
 from portal.ssh import SshTarget
-from tests.lab import HUB_ADDRESS, Lab, Namespace, _namespaces_missing, _reap, _wait_for, alive, terminate, which
+from tests.lab import HUB_ADDRESS, Lab, Namespace, _reap, _wait_for, alive, terminate, which
+from tests.lab import lab_missing as namespace_lab_missing
 
 EASYRSA_FALLBACK = "/usr/share/easy-rsa/easyrsa"
 TOOLS = {"ip": "iproute2", "ss": "iproute2", "openvpn": "openvpn", "openssl": "openssl", "sshd": "openssh-server",
@@ -39,16 +40,9 @@ def easyrsa_path() -> str | None:
 
 def lab_missing() -> str | None:
     """Why the OpenVPN lab cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "needs root"
-    for tool, package in TOOLS.items():
-        if which(tool) is None:
-            return f"{tool} not installed (apt-get install {package})"
-    if easyrsa_path() is None:
+    if os.geteuid() == 0 and easyrsa_path() is None:
         return "easyrsa not installed (apt-get install easy-rsa)"
-    if not Path("/dev/net/tun").exists():
-        return "/dev/net/tun is missing (openvpn needs it)"
-    return _namespaces_missing()
+    return namespace_lab_missing(TOOLS, needs_tun="openvpn")
 
 
 def client_config(material: str, remote: str, port: int = 1194, proto: str = "udp") -> str:

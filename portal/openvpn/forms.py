@@ -1,7 +1,8 @@
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, IntegerField, SelectChoice, SelectField, StringField, TextAreaField
+from wtforms import BooleanField, IntegerField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Regexp
 
+from portal.forms import SshForm, strip
 from portal.openvpn.models import (
     CLIENT_NAME,
     CLIENT_NAME_RULE,
@@ -12,29 +13,25 @@ from portal.openvpn.models import (
 )
 
 
-def _strip(value):
-    return value.strip() if isinstance(value, str) else value
-
-
 class ClientForm(FlaskForm):
     name = StringField("Name", description=CLIENT_NAME_RULE.capitalize() + ". It becomes the certificate's name "
                        "and cannot be reused, not even after revocation.",
-                       filters=[_strip],
+                       filters=[strip],
                        validators=[DataRequired(message="Give the client a name."),
                                    Regexp(f"^{CLIENT_NAME.pattern}$", message=f"Use {CLIENT_NAME_RULE}.")])
 
 
-class ServerForm(FlaskForm):
-    name = StringField("Name", filters=[_strip], validators=[DataRequired(), Length(max=64)])
+class ServerForm(SshForm):
+    name = StringField("Name", filters=[strip], validators=[DataRequired(), Length(max=64)])
     remote_host = StringField("Public host", description="The name or address clients connect to.",
-                              filters=[_strip], validators=[DataRequired(), Length(max=253)])
+                              filters=[strip], validators=[DataRequired(), Length(max=253)])
     remote_port = IntegerField("Public port", default=1194, validators=[NumberRange(1, 65535)])
     protocol = SelectField("Protocol", choices=[SelectChoice("udp", "UDP"), SelectChoice("tcp", "TCP")], default="udp")
-    base_dir = StringField("Base directory", default=DEFAULT_BASE_DIR, filters=[_strip],
+    base_dir = StringField("Base directory", default=DEFAULT_BASE_DIR, filters=[strip],
                            description="Where the PKI, the server configuration and the client script live.",
                            validators=[DataRequired(), Length(max=200)])
-    network = StringField("Tunnel network", default=DEFAULT_NETWORK, filters=[_strip], validators=[DataRequired()])
-    netmask = StringField("Tunnel netmask", default=DEFAULT_NETMASK, filters=[_strip], validators=[DataRequired()])
+    network = StringField("Tunnel network", default=DEFAULT_NETWORK, filters=[strip], validators=[DataRequired()])
+    netmask = StringField("Tunnel netmask", default=DEFAULT_NETMASK, filters=[strip], validators=[DataRequired()])
     management_port = IntegerField("Management port", default=DEFAULT_MANAGEMENT_PORT,
                                    description="OpenVPN's management interface, on 127.0.0.1 of the server.",
                                    validators=[NumberRange(1, 65535)])
@@ -43,10 +40,3 @@ class ServerForm(FlaskForm):
     accepts_new_clients = BooleanField("Place new clients here", default=True,
                                        description="Turn off to drain a server: its clients stay, new ones go "
                                        "elsewhere.")
-    ssh_host = StringField("SSH host", filters=[_strip], validators=[Length(max=253)])
-    ssh_port = IntegerField("SSH port", default=22, validators=[NumberRange(1, 65535)])
-    ssh_user = StringField("SSH user", default="root", filters=[_strip], validators=[DataRequired(), Length(max=32)])
-    ssh_host_key = StringField("Pinned host key", description='The server\'s key, as in known_hosts: '
-                               '"ssh-ed25519 AAAA…" (ssh-keyscan, checked out of band).')
-    ssh_private_key = TextAreaField("SSH private key",
-                                    description="Stored encrypted; leave empty to keep the stored one.")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy.exc import IntegrityError
 
-from portal.actions import ActionForm, act, save_form
+from portal.actions import act, save_form
 from portal.audit.service import events_for
 from portal.errors import DomainError
 from portal.extensions import db
+from portal.forms import ActionForm
 from portal.htmx import page_or_fragment, redirect_after_post
 from portal.openvpn import jobs, service
 from portal.openvpn.forms import ClientForm, ServerForm

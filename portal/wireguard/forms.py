@@ -2,19 +2,20 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, IntegerField, SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, NumberRange, Regexp
 
+from portal.forms import SshForm, strip
 from portal.wireguard.service import NOTE_MAX, ROUTER_NAME, ROUTER_NAME_RULE
 
 
 class RouterForm(FlaskForm):
     name = StringField("Name", description=ROUTER_NAME_RULE.capitalize() + ".",
-                       filters=[lambda value: value.strip() if value else value],
+                       filters=[strip],
                        validators=[DataRequired(message="Give the router a name."),
                                    Regexp(f"^{ROUTER_NAME.pattern}$", message=f"Use {ROUTER_NAME_RULE}.")])
     note = TextAreaField("Note", description="Optional: where it is, who to call.",
                          validators=[Length(max=NOTE_MAX)])
 
 
-class HubForm(FlaskForm):
+class HubForm(SshForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=64)])
     endpoint_host = StringField("Endpoint host", description="The public name or address routers connect to.",
                                 validators=[DataRequired(), Length(max=253)])
@@ -26,10 +27,3 @@ class HubForm(FlaskForm):
     accepts_new_tenants = BooleanField("Place new tenants here", default=True,
                                        description="Turn off to drain a hub: its tenants stay, new ones go elsewhere.")
     public_key = StringField("WireGuard public key", description="Unmanaged hubs only; managed hubs get a new key.")
-    ssh_host = StringField("SSH host", validators=[Length(max=253)])
-    ssh_port = IntegerField("SSH port", default=22, validators=[NumberRange(1, 65535)])
-    ssh_user = StringField("SSH user", default="root", validators=[DataRequired(), Length(max=32)])
-    ssh_host_key = StringField("Pinned host key", description='The hub\'s key, as in known_hosts: "ssh-ed25519 AAAA…" '
-                               "(ssh-keyscan, checked out of band).")
-    ssh_private_key = TextAreaField("SSH private key",
-                                    description="Stored encrypted; leave empty to keep the stored one.")
