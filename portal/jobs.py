@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from flask import Flask, current_app
@@ -20,12 +21,13 @@ from rq import Queue, Retry, get_current_job
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
-from sqlalchemy import update
+from sqlalchemy import String, Text, update
+from sqlalchemy.orm import Mapped, mapped_column
 
 from portal import live
 from portal.audit.service import Actor, record
 from portal.extensions import db
-from portal.types import utcnow
+from portal.types import UTCDateTime, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +153,19 @@ def make_worker(app: Flask, name: str | None = None) -> AppWorker:
 
 
 # Fenced state transitions ------------------------------------------------------------------------
+
+class Lifecycle:
+    """The columns of a row that jobs move through states: its status, the `attempt` fencing token, the last
+    error shown to people, and when it was created, last moved, activated and revoked."""
+
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempt: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
 
 class Fenced(Protocol):
     """A row worked on by jobs: a status and the `attempt` counter that fences stale workers out."""

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.crypto import EncryptedText
 from portal.extensions import db
+from portal.jobs import Lifecycle
 from portal.remote import ManagedHost
 from portal.types import UTCDateTime, utcnow
 
@@ -79,7 +80,7 @@ REVOCABLE = (Status.PENDING, Status.FAILED, Status.ACTIVE)
 UNIQUE_NAME_INDEX = "uq_vpn_clients_server_id_lower_name"
 
 
-class VpnClient(db.Model):
+class VpnClient(Lifecycle, db.Model):
     """A tenant's OpenVPN client: one certificate on one server, and the `.ovpn` credential blocks.
 
     The name is the certificate's common name, unique per server regardless of case and over all statuses:
@@ -99,13 +100,6 @@ class VpnClient(db.Model):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
     server_id: Mapped[int] = mapped_column(ForeignKey("openvpn_servers.id"))
     name: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default=Status.PENDING)
-    attempt: Mapped[int] = mapped_column(default=0)
-    last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     serial: Mapped[str | None] = mapped_column(String(64))
     not_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
     bundle: Mapped[str | None] = mapped_column(EncryptedText)  # <ca> <cert> <key> <tls-crypt> blocks

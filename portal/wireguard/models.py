@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from portal.crypto import EncryptedText
 from portal.extensions import db
 from portal.ipam.models import TenantSubnet
+from portal.jobs import Lifecycle
 from portal.remote import ManagedHost
 from portal.types import UTCDateTime, utcnow
 
@@ -86,7 +87,7 @@ REVOCABLE = (Status.PENDING, Status.FAILED, Status.ACTIVE, Status.ROTATING)
 LIVE_ONLY = text("status <> 'revoked'")
 
 
-class VpnConfiguration(db.Model):
+class VpnConfiguration(Lifecycle, db.Model):
     """One WireGuard peer of a router: its address, keys and provisioning state.
 
     `attempt` is the fencing token: each claim by a worker increments it, and every later write of that
@@ -114,13 +115,6 @@ class VpnConfiguration(db.Model):
     public_key: Mapped[str] = mapped_column(String(44))
     private_key: Mapped[str | None] = mapped_column(EncryptedText)
     preshared_key: Mapped[str | None] = mapped_column(EncryptedText)
-    status: Mapped[str] = mapped_column(String(16), default=Status.PENDING)
-    attempt: Mapped[int] = mapped_column(default=0)
-    last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Key rotation: the new keys wait here until the hub holds the new peer.
     next_public_key: Mapped[str | None] = mapped_column(String(44))
     next_private_key: Mapped[str | None] = mapped_column(EncryptedText)
