@@ -133,6 +133,11 @@ def actions_for(app, client_id: int) -> list[str]:
             AuditEvent.target_type == "vpn_clients", AuditEvent.target_id == client_id).order_by(AuditEvent.id)))
 
 
+def server_actions(server_id: int) -> list[str]:
+    return list(db.session.scalars(select(AuditEvent.action).where(
+        AuditEvent.target_type == "openvpn_servers", AuditEvent.target_id == server_id).order_by(AuditEvent.id)))
+
+
 def events_for(app, client_id: int, action: str) -> list[dict]:
     with app.app_context():
         return list(db.session.scalars(select(AuditEvent.details).where(
@@ -598,8 +603,7 @@ def test_platform_admin_adds_and_edits_a_server_and_it_is_audited(app, platform_
     page = staff.get("/admin/openvpn").get_data(as_text=True)
     assert name in page and "tcp vpn2.example.net:1194" in page and "closed to new clients" in page
     with app.app_context():
-        actions = db.session.scalars(select(AuditEvent.action).where(
-            AuditEvent.target_type == "openvpn_servers", AuditEvent.target_id == server_id)).all()
+        actions = server_actions(server_id)
         assert actions == ["openvpn_server.created", "openvpn_server.updated"]
         assert service.server_named(name).accepts_new_clients is False
 
@@ -625,8 +629,7 @@ def test_cli_adds_lists_and_bootstraps_servers(app, fake):
     with app.app_context():
         server = service.server_named(name)
         assert "openvpn is not installed" in server.last_bootstrap_result
-        actions = db.session.scalars(select(AuditEvent.action).where(
-            AuditEvent.target_type == "openvpn_servers", AuditEvent.target_id == server.id)).all()
+        actions = server_actions(server.id)
     assert actions == ["openvpn_server.created", "openvpn_server.bootstrapped", "openvpn_server.bootstrap.failed"]
     assert runner.invoke(args=["openvpn", "bootstrap", "no-such-server"]).exit_code == 1
 
