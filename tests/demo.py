@@ -3,7 +3,9 @@
 Builds the lab (tests/lab.py), adds its hub to a fresh demo database and bootstraps it over SSH, puts
 the demo tenant on it, provisions a few routers through the worker, brings their downloaded `.conf` up
 in their namespaces and keeps a ping running in each, so the portal shows live handshakes and traffic.
-Ctrl-C stops the web server, the worker, Redis, and tears the lab down.
+Where openvpn and easy-rsa are installed, it also adds an OpenVPN lab server (tests/ovpnlab.py),
+bootstrapped over SSH, with a client namespace in which a downloaded `.ovpn` can be tried.
+Ctrl-C stops the web server, the worker, Redis, and tears the labs down.
 """
 
 from __future__ import annotations
@@ -47,6 +49,33 @@ def add_lab_hub(app, lab: Lab) -> None:
         hubs.place_tenant(actor, tenant_by_name(DEMO_TENANT).id, hub)
         print("Bootstrapping the lab hub over SSH:", ", ".join(hubs.bootstrap(actor, hub)))
         db.session.commit()
+
+
+def add_openvpn_lab(app, stack: ExitStack) -> None:
+    """An OpenVPN server for the demo tenant's clients, if this machine has openvpn and easy-rsa."""
+    from tests import ovpnlab
+
+    missing = ovpnlab.lab_missing()
+    if missing:
+        print(f"No OpenVPN lab server ({missing}): OpenVPN clients need a server a platform admin adds.")
+        return
+    from portal.audit.service import Actor
+    from portal.extensions import db
+    from portal.openvpn import service
+
+    lab = stack.enter_context(ovpnlab.OpenVpnLab(clients=1))
+    target, base = lab.ssh_target(), lab.base_dir()
+    with app.app_context():
+        server = service.save_server(Actor.system("demo"), service.ServerSettings(
+            name="lab-openvpn", remote_host=lab.server_address, base_dir=str(base), ssh_host=target.host,
+            ssh_port=target.port, ssh_user=target.username, ssh_host_key=target.host_key,
+            ssh_private_key=target.private_key))
+        print("Bootstrapping the OpenVPN lab server over SSH:", ", ".join(service.bootstrap_server(
+            Actor.system("demo"), server)))
+        db.session.commit()
+    lab.start_openvpn(base)
+    print(f"  OpenVPN clients connect to {lab.server_address}:1194 (udp). To try a downloaded profile:\n"
+          f"  sudo ip netns exec {lab.clients[0].name} openvpn --config FILE.ovpn")
 
 
 def provision_routers(app) -> list[int]:
@@ -109,11 +138,13 @@ def main() -> None:
         prepare_database(app)
         lab = stack.enter_context(Lab(routers=ROUTERS))
         add_lab_hub(app, lab)
+        add_openvpn_lab(app, stack)
         worker = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], start_new_session=True)
         stack.callback(stop, worker)
         pingers = bring_up_when_active(app, lab, provision_routers(app))
         stack.callback(lambda: [stop(pinger) for pinger in pingers])
-        print(f"\nThe portal is at http://127.0.0.1:{port}/ : log in as the demo tenant admin and open Routers.")
+        print(f"\nThe portal is at http://127.0.0.1:{port}/ : log in as the demo tenant admin and open Routers "
+              "(or OpenVPN clients).")
         print("Ctrl-C stops everything and removes the lab.\n")
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         with suppress(KeyboardInterrupt):
