@@ -90,25 +90,15 @@ def router(router_id: int):
 
 
 # The router page's live panels, each also served alone (Socket.IO hints make the page fetch them again).
-@blueprint.route("/routers/<int:router_id>/configuration")
+ROUTER_PANELS = {"configuration": "wireguard/_configuration.html", "steps": "wireguard/_steps.html",
+                 "traffic": "wireguard/_traffic.html"}
+
+
+@blueprint.route("/routers/<int:router_id>/<any(configuration, steps, traffic):panel>")
 @tenant_admin_required
-def configuration_panel(router_id: int):
+def router_panel(router_id: int, panel: str):
     router = get_owned_or_404(Router, router_id, current_tenant_id())
-    return page_or_fragment("wireguard/router.html", "wireguard/_configuration.html", **_router_panels(router))
-
-
-@blueprint.route("/routers/<int:router_id>/steps")
-@tenant_admin_required
-def steps_panel(router_id: int):
-    router = get_owned_or_404(Router, router_id, current_tenant_id())
-    return page_or_fragment("wireguard/router.html", "wireguard/_steps.html", **_router_panels(router))
-
-
-@blueprint.route("/routers/<int:router_id>/traffic")
-@tenant_admin_required
-def traffic_panel(router_id: int):
-    router = get_owned_or_404(Router, router_id, current_tenant_id())
-    return page_or_fragment("wireguard/router.html", "wireguard/_traffic.html", **_router_panels(router))
+    return page_or_fragment("wireguard/router.html", ROUTER_PANELS[panel], **_router_panels(router))
 
 
 def _router_panels(router: Router) -> dict:
