@@ -65,11 +65,9 @@ def lab_hub_and_tenant(app, lab: Lab) -> tuple[int, int]:
     from portal.tenancy.service import create_tenant
     from portal.wireguard import hubs
 
-    actor, target = Actor.system("bench"), lab.hub.sshd.target()
+    actor = Actor.system("bench")
     with app.app_context():
-        hub = hubs.save_hub(actor, hubs.HubSettings(
-            name="bench hub", endpoint_host=lab.hub_endpoint, ssh_host=target.host, ssh_port=target.port,
-            ssh_user=target.username, ssh_host_key=target.host_key, ssh_private_key=target.private_key))
+        hub = hubs.save_hub(actor, lab.hub_settings("bench hub"))
         tenant = create_tenant(actor, "Bench ISP")
         hubs.place_tenant(actor, tenant.id, hub)
         hubs.bootstrap(actor, hub)

@@ -25,3 +25,15 @@ class SshForm(FlaskForm):
                                'AAAA…" (ssh-keyscan, checked out of band).')
     ssh_private_key = TextAreaField("SSH private key",
                                     description="Stored encrypted; leave empty to keep the stored one.")
+
+    @classmethod
+    def for_host(cls, host, method: str):
+        """The form filled from a stored host; its private key is never sent back to the browser."""
+        form = cls(obj=host)
+        if host is not None and method == "GET":
+            form.ssh_private_key.data = ""
+        return form
+
+    def settings(self, settings_class):
+        """The submitted fields as the service's settings dataclass."""
+        return settings_class(**{name: value for name, value in self.data.items() if name != "csrf_token"})

@@ -176,6 +176,15 @@ class Fenced(Protocol):
     attempt: int
 
 
+def compare_and_set(model: type, row_id: int, from_states: Sequence[str], **values) -> bool:
+    """Change the row only if its status is one of `from_states` (a person's request: revoke, retry, rotate)."""
+    result = db.session.execute(
+        update(model).where(model.id == row_id, model.status.in_(list(from_states)))
+        .values(updated_at=utcnow(), **values).execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
 def claim_row(model: type, row_id: int, from_states: Sequence[str], to_state: str):
     """Take the row for one attempt (its `attempt` is the new number), or None if its state forbids it."""
     return _update_returning(

@@ -217,6 +217,17 @@ def configuration_of(app, router_id: int):
         return configuration
 
 
+def retire_hub(app, hub_id: int) -> None:
+    """After a lab is gone: later tests must neither reach for its hub nor have tenants land on it."""
+    from portal.extensions import db
+    from portal.wireguard.models import Hub
+
+    with app.app_context():
+        retired = db.session.get(Hub, hub_id)
+        retired.driver, retired.accepts_new_tenants = "none", False
+        db.session.commit()
+
+
 def run_worker(app) -> None:
     """Run a real RQ worker (non-forking, in this process) until the queue is empty."""
     from portal.jobs import make_worker

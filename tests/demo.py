@@ -41,11 +41,9 @@ def add_lab_hub(app, lab: Lab) -> None:
     from portal.tenancy.service import tenant_by_name
     from portal.wireguard import hubs
 
-    actor, target = Actor.system("demo"), lab.hub.sshd.target()
+    actor = Actor.system("demo")
     with app.app_context():
-        hub = hubs.save_hub(actor, hubs.HubSettings(
-            name="lab hub", endpoint_host=lab.hub_endpoint, ssh_host=target.host, ssh_port=target.port,
-            ssh_user=target.username, ssh_host_key=target.host_key, ssh_private_key=target.private_key))
+        hub = hubs.save_hub(actor, lab.hub_settings("lab hub"))
         hubs.place_tenant(actor, tenant_by_name(DEMO_TENANT).id, hub)
         print("Bootstrapping the lab hub over SSH:", ", ".join(hubs.bootstrap(actor, hub)))
         db.session.commit()
@@ -64,16 +62,12 @@ def add_openvpn_lab(app, stack: ExitStack) -> None:
     from portal.openvpn import service
 
     lab = stack.enter_context(ovpnlab.OpenVpnLab(clients=1))
-    target, base = lab.ssh_target(), lab.base_dir()
     with app.app_context():
-        server = service.save_server(Actor.system("demo"), service.ServerSettings(
-            name="lab-openvpn", remote_host=lab.server_address, base_dir=str(base), ssh_host=target.host,
-            ssh_port=target.port, ssh_user=target.username, ssh_host_key=target.host_key,
-            ssh_private_key=target.private_key))
+        server = service.save_server(Actor.system("demo"), lab.server_settings("lab-openvpn"))
         print("Bootstrapping the OpenVPN lab server over SSH:", ", ".join(service.bootstrap_server(
             Actor.system("demo"), server)))
         db.session.commit()
-    lab.start_openvpn(base)
+    lab.start_openvpn(lab.base_dir())
     print(f"  OpenVPN clients connect to {lab.server_address}:1194 (udp). To try a downloaded profile:\n"
           f"  sudo ip netns exec {lab.clients[0].name} openvpn --config FILE.ovpn")
 

@@ -496,6 +496,12 @@ def _free_management_network() -> ipaddress.IPv4Network:
     raise RuntimeError(f"no free /30 left in {MANAGEMENT_RANGE} for a lab's management link")
 
 
+def ssh_fields(target: SshTarget) -> dict[str, str | int]:
+    """An SSH target as the ssh_* settings the portal keeps for a hub or an OpenVPN server."""
+    return {"ssh_host": target.host, "ssh_port": target.port, "ssh_user": target.username,
+            "ssh_host_key": target.host_key, "ssh_private_key": target.private_key}
+
+
 class Lab:
     """A hub namespace (sshd, no WireGuard yet: the portal's bootstrap makes it) and `routers` router namespaces.
 
@@ -559,6 +565,12 @@ class Lab:
         self.hub.ip("addr", "add", f"{hub}/30", "dev", "mgmt0")
         self.hub.ip("link", "set", "mgmt0", "up")
         self.host_address, self.hub_ssh_host = host, hub
+
+    def hub_settings(self, name: str):
+        """What a platform admin would enter to add this lab's hub to the portal."""
+        from portal.wireguard.hubs import HubSettings
+
+        return HubSettings(name=name, endpoint_host=self.hub_endpoint, **ssh_fields(self.hub.sshd.target()))
 
     def add_router(self) -> Namespace:
         """One more router namespace on the underlay, at 192.0.2.(10 + its index)."""

@@ -21,7 +21,7 @@ import subprocess
 from pathlib import Path
 
 from portal.ssh import SshTarget
-from tests.lab import HUB_ADDRESS, Lab, Namespace, _reap, _wait_for, alive, terminate, which
+from tests.lab import HUB_ADDRESS, Lab, Namespace, _reap, _wait_for, alive, ssh_fields, terminate, which
 from tests.lab import lab_missing as namespace_lab_missing
 
 EASYRSA_FALLBACK = "/usr/share/easy-rsa/easyrsa"
@@ -135,6 +135,13 @@ class OpenVpnLab(Lab):
     def base_dir(self, name: str = "openvpn") -> Path:
         """A path (not created: bootstrap does that) for a server's BASE, made of characters the script accepts."""
         return self.server.dir / name
+
+    def server_settings(self, name: str):
+        """What a platform admin would enter to add this lab's server (BASE at `base_dir()`) to the portal."""
+        from portal.openvpn.service import ServerSettings
+
+        return ServerSettings(name=name, remote_host=self.server_address, base_dir=str(self.base_dir()),
+                              **ssh_fields(self.ssh_target()))
 
     # --- the server -----------------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from tests.conftest import (
     add_router,
     configuration_of,
     require,
+    retire_hub,
     router_id_from,
     run_worker,
     served,
@@ -205,18 +206,13 @@ def lab_hub(app):
     bootstrapped; retired afterwards. The only place this file touches the lab helpers."""
     from portal.remote import SshRunner
     from portal.wireguard import hubs
-    from portal.wireguard.models import Hub
     from tests.lab import Lab, lab_missing
 
     missing = lab_missing()
     require(missing is None, missing or "")
     with Lab(routers=1) as lab:
-        target = lab.hub.sshd.target()
         with app.app_context():
-            saved = hubs.save_hub(Actor.system("test"), hubs.HubSettings(
-                name=unique("live lab hub"), endpoint_host=lab.hub_endpoint, ssh_host=target.host,
-                ssh_port=target.port, ssh_user=target.username, ssh_host_key=target.host_key,
-                ssh_private_key=target.private_key))
+            saved = hubs.save_hub(Actor.system("test"), lab.hub_settings(unique("live lab hub")))
             db.session.commit()
             hub_id, name = saved.id, saved.name
         result = app.test_cli_runner().invoke(args=["hub", "bootstrap", name])
@@ -224,10 +220,7 @@ def lab_hub(app):
         try:
             yield lab, hub_id
         finally:
-            with app.app_context():  # later tests must neither reach for a lab that is gone nor land on it
-                retired = db.session.get(Hub, hub_id)
-                retired.driver, retired.accepts_new_tenants = "none", False
-                db.session.commit()
+            retire_hub(app, hub_id)
     SshRunner.close_all()
 
 

@@ -28,6 +28,7 @@ from tests.conftest import (
     login,
     post,
     require,
+    retire_hub,
     router_id_from,
     run_worker,
     unique,
@@ -49,21 +50,15 @@ def lab():
 @pytest.fixture
 def hub(app, lab):
     """The lab's hub, added to the portal and bootstrapped with `flask hub bootstrap`; retired afterwards."""
-    target = lab.hub.sshd.target()
     with app.app_context():
-        saved = hubs.save_hub(ACTOR, hubs.HubSettings(
-            name=unique("lab hub"), endpoint_host=lab.hub_endpoint, ssh_host=target.host, ssh_port=target.port,
-            ssh_user=target.username, ssh_host_key=target.host_key, ssh_private_key=target.private_key))
+        saved = hubs.save_hub(ACTOR, lab.hub_settings(unique("lab hub")))
         db.session.commit()
         hub_id, name = saved.id, saved.name
     result = app.test_cli_runner().invoke(args=["hub", "bootstrap", name])
     assert result.exit_code == 0, result.output
     assert "created interface wg0" in result.output
     yield hub_id
-    with app.app_context():  # later tests must neither reach for a lab that is gone nor land on it
-        retired = db.session.get(Hub, hub_id)
-        retired.driver, retired.accepts_new_tenants = "none", False
-        db.session.commit()
+    retire_hub(app, hub_id)
 
 
 def place(app, tenant_id: int, hub_id: int, router_to_router: bool = False) -> IPv4Network:

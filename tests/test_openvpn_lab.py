@@ -42,13 +42,10 @@ def lab():
 def server(app, lab):
     """The lab's server, added to the portal (the only one open to new clients), bootstrapped with
     `flask openvpn bootstrap`, and running; retired afterwards."""
-    target, base = lab.ssh_target(), lab.base_dir()
+    base = lab.base_dir()
     with app.app_context():
         db.session.execute(update(OpenVpnServer).values(accepts_new_clients=False))
-        saved = service.save_server(ACTOR, service.ServerSettings(
-            name=unique("lab-ovpn").replace(" ", "-"), remote_host=lab.server_address, base_dir=str(base),
-            ssh_host=target.host, ssh_port=target.port, ssh_user=target.username, ssh_host_key=target.host_key,
-            ssh_private_key=target.private_key))
+        saved = service.save_server(ACTOR, lab.server_settings(unique("lab-ovpn").replace(" ", "-")))
         db.session.commit()
         server_id, name = saved.id, saved.name
     result = app.test_cli_runner().invoke(args=["openvpn", "bootstrap", name])

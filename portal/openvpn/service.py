@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, select
 
 from portal import live
 from portal.audit.service import Actor, record
 from portal.errors import Conflict, DomainError, FieldError
 from portal.extensions import db
-from portal.jobs import claim_row, finish_row
+from portal.jobs import claim_row, compare_and_set, finish_row
 from portal.openvpn.driver import Session, check_base_dir, driver_for
 from portal.openvpn.models import (
     CLIENT_NAME,
@@ -199,7 +199,7 @@ def add_client(actor: Actor, tenant_id: int, name: str) -> VpnClient:
 
 def request_revoke(actor: Actor, client: VpnClient) -> None:
     """Mark the client for revocation (irreversible); a job revokes the certificate on the server."""
-    if not _compare_and_set(client.id, REVOCABLE, status=Status.REVOKING, last_error=None):
+    if not compare_and_set(VpnClient, client.id, REVOCABLE, status=Status.REVOKING, last_error=None):
         db.session.refresh(client)
         raise Conflict(_cannot_revoke_reason(client.status))
     db.session.refresh(client)
@@ -216,7 +216,7 @@ def _cannot_revoke_reason(status: str) -> str:
 
 def request_retry(actor: Actor, client: VpnClient) -> None:
     """Send a failed client back to provisioning."""
-    if not _compare_and_set(client.id, (Status.FAILED,), status=Status.PENDING):
+    if not compare_and_set(VpnClient, client.id, (Status.FAILED,), status=Status.PENDING):
         raise Conflict("Only a failed client can be retried.")
     db.session.refresh(client)
     record("client.retry.requested", actor, tenant_id=client.tenant_id, target=client)
@@ -225,13 +225,6 @@ def request_retry(actor: Actor, client: VpnClient) -> None:
 
 def _status_hint(client: VpnClient) -> None:
     live.status_changed(KIND, client.id, client.tenant_id, client.status)
-
-
-def _compare_and_set(client_id: int, from_states: Sequence[str], **values) -> bool:
-    result = db.session.execute(
-        update(VpnClient).where(VpnClient.id == client_id, VpnClient.status.in_(list(from_states)))
-        .values(updated_at=utcnow(), **values).execution_options(synchronize_session=False))
-    return result.rowcount == 1
 
 
 # Worker-side transitions (fenced by `attempt`) ---------------------------------------------------

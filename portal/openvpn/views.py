@@ -130,12 +130,9 @@ def servers():
 @platform_admin_required
 def edit_server(server_id: int | None):
     server = db.get_or_404(OpenVpnServer, server_id) if server_id is not None else None
-    form = ServerForm(obj=server)
-    if server is not None and request.method == "GET":
-        form.ssh_private_key.data = ""
+    form = ServerForm.for_host(server, request.method)
     if form.validate_on_submit():
-        settings = service.ServerSettings(**{name: value for name, value in form.data.items()
-                                             if name != "csrf_token"})
+        settings = form.settings(service.ServerSettings)
         saved = save_form(form, lambda: service.save_server(request_actor(), settings, server))
         if saved is not None:
             flash(f"OpenVPN server {saved.name} saved. Bootstrap it (button below, or "

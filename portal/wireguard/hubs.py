@@ -115,16 +115,15 @@ def place_tenant(actor: Actor, tenant_id: int, hub: Hub) -> TenantSubnet:
     return subnet
 
 
-def set_router_to_router(actor: Actor, tenant_id: int, allowed: bool) -> list[int]:
+def set_router_to_router(actor: Actor, tenant: Tenant, allowed: bool) -> list[int]:
     """Let a tenant's routers reach each other through the hub, or not; the managed hubs whose firewall must
     be bootstrapped again for it to take effect."""
-    tenant = db.get_or_404(Tenant, tenant_id)
     if tenant.router_to_router == allowed:
         return []
     tenant.router_to_router = allowed
-    record("tenant.router_to_router.changed", actor, tenant_id=tenant_id, target=tenant, details={"allowed": allowed})
+    record("tenant.router_to_router.changed", actor, tenant_id=tenant.id, target=tenant, details={"allowed": allowed})
     return list(db.session.scalars(select(Hub.id).join(TenantSubnet, TenantSubnet.hub_id == Hub.id)
-                                   .where(TenantSubnet.tenant_id == tenant_id, Hub.driver != "none")))
+                                   .where(TenantSubnet.tenant_id == tenant.id, Hub.driver != "none")))
 
 
 def last_bootstraps(hub_ids: Sequence[int]) -> dict[int, AuditEvent]:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from ipaddress import IPv4Network
 
 from flask import current_app
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -24,7 +24,7 @@ from portal.extensions import db
 from portal.ipam import service as ipam
 from portal.ipam.models import TenantSubnet
 from portal.ipam.pool import host_address, hub_address
-from portal.jobs import claim_row, finish_row
+from portal.jobs import claim_row, compare_and_set, finish_row
 from portal.types import utcnow
 from portal.wireguard.charts import Sample
 from portal.wireguard.models import IN_FLIGHT, REVOCABLE, Hub, Router, Status, TrafficSample, VpnConfiguration
@@ -143,7 +143,7 @@ def _record_configuration_created(actor: Actor, configuration: VpnConfiguration)
 
 def request_revocation(actor: Actor, configuration: VpnConfiguration) -> None:
     """Mark the configuration for revocation (irreversible); a job removes the peer."""
-    moved = _compare_and_set(configuration.id, REVOCABLE, status=Status.REVOKING, last_error=None)
+    moved = compare_and_set(VpnConfiguration, configuration.id, REVOCABLE, status=Status.REVOKING, last_error=None)
     if not moved:
         db.session.refresh(configuration)
         raise Conflict(_cannot_revoke_reason(configuration.status))
@@ -161,8 +161,8 @@ def _cannot_revoke_reason(status: str) -> str:
 def request_rotation(actor: Actor, configuration: VpnConfiguration) -> None:
     """New keys for an active configuration; a job swaps the peer on the hub, then they become current."""
     keys, preshared_key = generate_keypair(), generate_preshared_key()
-    moved = _compare_and_set(configuration.id, (Status.ACTIVE,), status=Status.ROTATING, last_error=None,
-                             next_public_key=keys.public)
+    moved = compare_and_set(VpnConfiguration, configuration.id, (Status.ACTIVE,), status=Status.ROTATING,
+                            last_error=None, next_public_key=keys.public)
     if not moved:
         raise Conflict("Only an active configuration can get new keys.")
     db.session.refresh(configuration)
@@ -174,7 +174,7 @@ def request_rotation(actor: Actor, configuration: VpnConfiguration) -> None:
 
 def request_retry(actor: Actor, configuration: VpnConfiguration) -> None:
     """Send a failed configuration back to provisioning."""
-    if not _compare_and_set(configuration.id, (Status.FAILED,), status=Status.PENDING):
+    if not compare_and_set(VpnConfiguration, configuration.id, (Status.FAILED,), status=Status.PENDING):
         raise Conflict("Only a failed configuration can be retried.")
     db.session.refresh(configuration)
     record("configuration.retry.requested", actor, tenant_id=configuration.tenant_id, target=configuration)
@@ -184,16 +184,6 @@ def request_retry(actor: Actor, configuration: VpnConfiguration) -> None:
 def _status_hint(configuration: VpnConfiguration) -> None:
     live.status_changed(KIND, configuration.id, configuration.tenant_id, configuration.status,
                         router_id=configuration.router_id)
-
-
-def _compare_and_set(configuration_id: int, from_states: Sequence[str], **values) -> bool:
-    result = db.session.execute(
-        update(VpnConfiguration)
-        .where(VpnConfiguration.id == configuration_id, VpnConfiguration.status.in_(list(from_states)))
-        .values(updated_at=utcnow(), **values)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
 
 
 # Queries ----------------------------------------------------------------------------------------

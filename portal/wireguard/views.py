@@ -16,6 +16,7 @@ from portal.htmx import page_or_fragment, redirect_after_post
 from portal.ipam.service import usage
 from portal.ssh import fingerprint
 from portal.tenancy.access import current_tenant_id, platform_admin_required, request_actor, tenant_admin_required
+from portal.tenancy.models import Tenant
 from portal.tenancy.scope import get_owned_or_404
 from portal.types import utcnow
 from portal.wireguard import hubs as hub_service
@@ -228,7 +229,7 @@ def bootstrap_hub(hub_id: int):
 def set_router_to_router(tenant_id: int):
     if ActionForm().validate_on_submit():
         allowed = request.form.get("allowed") == "yes"
-        hub_ids = hub_service.set_router_to_router(request_actor(), tenant_id, allowed)
+        hub_ids = hub_service.set_router_to_router(request_actor(), db.get_or_404(Tenant, tenant_id), allowed)
         db.session.commit()
         for hub_id in hub_ids:
             jobs.enqueue_bootstrap(hub_id)
@@ -242,11 +243,9 @@ def set_router_to_router(tenant_id: int):
 @platform_admin_required
 def edit_hub(hub_id: int | None):
     hub = db.get_or_404(Hub, hub_id) if hub_id is not None else None
-    form = HubForm(obj=hub)
-    if hub is not None and request.method == "GET":
-        form.ssh_private_key.data = ""
+    form = HubForm.for_host(hub, request.method)
     if form.validate_on_submit():
-        settings = HubSettings(**{name: value for name, value in form.data.items() if name != "csrf_token"})
+        settings = form.settings(HubSettings)
         saved = save_form(form, lambda: hub_service.save_hub(request_actor(), settings, hub))
         if saved is not None:
             flash(f"Hub {saved.name} saved." + (" Run `flask hub bootstrap` to prepare it." if saved.managed else ""))
