@@ -281,3 +281,13 @@ def require(condition: bool, reason: str) -> None:
     if os.environ.get("PORTAL_E2E") == "required":
         pytest.fail(f"system test cannot run here: {reason} (PORTAL_E2E=required)")
     pytest.skip(reason)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say once, at the end, why system tests were skipped and how to run them."""
+    skipped = [report for report in terminalreporter.stats.get("skipped", []) if "system" in report.keywords]
+    if skipped:
+        reasons = sorted({str(report.longrepr[-1]).removeprefix("Skipped: ") for report in skipped})
+        terminalreporter.write_line(
+            f"{len(skipped)} system tests skipped ({'; '.join(reasons)}): run `make test` as root after installing "
+            "the Debian packages that .ci/run installs, or set PORTAL_E2E=required to make them fail instead.")

@@ -49,6 +49,7 @@ MAX_ROUTERS = 244  # 192.0.2.10 .. 192.0.2.253
 MANAGEMENT_RANGE = ipaddress.ip_network("203.0.113.0/24")  # TEST-NET-3, cut into /30s
 LOCK_FILE = Path("/run/portal-lab.lock")
 RUN_WIREGUARD = Path("/run/wireguard")
+SSHD_PRIVSEP_DIR = Path("/run/sshd")
 TOOLS = {"ip": "iproute2", "wireguard-go": "wireguard-go", "wg": "wireguard-tools", "wg-quick": "wireguard-tools",
          "sshd": "openssh-server", "ssh-keygen": "openssh-client", "nft": "nftables", "ping": "iputils-ping",
          "bash": "bash"}
@@ -368,6 +369,7 @@ class Sshd:
             "MaxStartups 100",  # the default (10:30:100) drops connections when many workers connect at once
             "",
         ]))
+        _make_privilege_separation_dir()
         run([which("sshd"), "-t", "-f", self.config])
 
     @property
@@ -378,7 +380,7 @@ class Sshd:
         """Start (again: same keys, same port) and wait until it listens."""
         if self.running:
             return
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # its privilege separation directory
+        _make_privilege_separation_dir()
         for attempt in range(3 if self._pick_port else 1):
             try:
                 self._launch()
@@ -459,6 +461,12 @@ class Sshd:
         self.stop()
         if self.namespace is None:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _make_privilege_separation_dir() -> None:
+    """sshd refuses to check or run its config without /run/sshd, which Debian's package makes only when its
+    service starts (no systemd here), and /run is emptied at boot."""
+    SSHD_PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
 
 
 def _keygen(path: Path, comment: str) -> None:

@@ -7,6 +7,7 @@ under PORTAL_E2E=required).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,7 +20,16 @@ import pytest
 from portal import ssh
 from portal.crypto import generate_keypair, generate_preshared_key
 from tests.conftest import ROOT, require
-from tests.lab import Lab, Namespace, alive, cleanup_stale, lab_missing, start_wireguard_go
+from tests.lab import (
+    SSHD_PRIVSEP_DIR,
+    Lab,
+    Namespace,
+    Sshd,
+    alive,
+    cleanup_stale,
+    lab_missing,
+    start_wireguard_go,
+)
 
 pytestmark = pytest.mark.system
 LISTEN_PORT = 51820
@@ -95,6 +105,14 @@ def test_routers_reach_the_hub_through_wireguard_and_the_portal_reaches_the_hubs
         assert hub_process.wait(5) is not None
         assert not (lab.hub.wireguard_dir / "wg0.sock").exists()
         assert not lab.routers[0].ping("10.100.0.1", timeout=1)
+
+
+def test_sshd_runs_on_a_machine_that_never_ran_sshd():
+    """Debian makes /run/sshd only when its sshd service starts, and /run is emptied at boot: the lab makes it."""
+    with contextlib.suppress(FileNotFoundError):
+        SSHD_PRIVSEP_DIR.rmdir()
+    with Sshd() as server, ssh.connect(server.target(), **TIMEOUTS) as session:
+        assert session.run(["echo", "up"]).stdout.strip() == "up"
 
 
 def test_teardown_leaves_no_namespace_link_file_or_process():
