@@ -1,6 +1,6 @@
 """Provisioning through a real lab hub (root): end-to-end rate, SSH round trips, poll time, batch curve.
 
-    sudo .venv/bin/python bench/hub.py [--routers 200]
+    sudo .venv/bin/python bench/hub.py [--routers 1000]
 
 Builds the WireGuard lab of tests/lab.py (wireguard-go hub, private sshd), adds the hub to a fresh
 SQLite database with an embedded Redis (or PORTAL_DATABASE_URL / PORTAL_REDIS_URL, which are WIPED),
@@ -78,18 +78,17 @@ def lab_hub_and_tenant(app, lab: Lab) -> tuple[int, int]:
 def provision(app, tenant_id: int, count: int) -> tuple[float, int]:
     from portal.audit.service import Actor
     from portal.extensions import db
-    from portal.jobs import make_worker
+    from portal.jobs.worker import make_worker
     from portal.wireguard import jobs, service
 
     with app.app_context():
-        ids = [service.add_router(Actor.system("bench"), tenant_id, f"bench-{index}").current_configuration.id
-               for index in range(count)]
+        routers = [service.add_router(Actor.system("bench"), tenant_id, f"bench-{index}") for index in range(count)]
+        hub_id = routers[0].current_configuration.hub_id
         db.session.commit()
     CountingSession.commands = 0
     started = time.perf_counter()
     with app.app_context():
-        for configuration_id in ids:
-            jobs.enqueue_provision(configuration_id)
+        jobs.sync_hub.enqueue(hub_id)
     make_worker(app).work(burst=True)
     return time.perf_counter() - started, CountingSession.commands
 
@@ -126,7 +125,7 @@ def batch_curve(app, hub_id: int, sizes: list[int]) -> list[tuple[int, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--routers", type=int, default=200)
+    parser.add_argument("--routers", type=int, default=1000)
     args = parser.parse_args()
     missing = lab_missing()
     if missing:

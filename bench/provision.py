@@ -9,8 +9,9 @@ clients, logged in as one tenant admin, POST /routers/new (names bench-0..N-1) o
 keep-alive connection. `--workers` real `worker.py` processes (started, and registered in Redis, before the
 first request) provision the configurations with the `none` hub driver. A router's latency is its
 `activated_at` (written by the worker) minus the wall-clock time its POST was sent; throughput is N over
-the time from the first POST to the last activation. Also printed: where the time went (RQ's enqueued_at
-and started_at of each job) and CPU milliseconds per provision in this process and in the workers.
+the time from the first POST to the last activation. Also printed: where the time went (the POST, the wait
+for a batch to claim the configuration, the batch), how many jobs ran per 100 provisions (one batch carries
+many), and CPU milliseconds per provision in this process and in the workers.
 
 IPAM: in separate tenants, `portal.ipam.service.allocate_host` is timed (each allocation rolled back) with
 0, 10,000 and 60,000 addresses of a /16 already taken: routers and active configurations inserted in bulk,
@@ -166,8 +167,8 @@ def create_tenant_admin(app, name: str) -> tuple[int, str]:
 # Processes and servers --------------------------------------------------------------------------
 
 def start_workers(stack: ExitStack, count: int, redis: str, timeout: float = 60.0) -> list[int]:
-    """`count` worker.py processes, each registered with Redis (so ready) before this returns; their pids."""
-    from rq import Worker
+    """`count` worker.py processes, each sending heartbeats (so ready) before this returns; their pids."""
+    from portal.jobs.worker import live_workers
 
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     pids = []
@@ -179,7 +180,7 @@ def start_workers(stack: ExitStack, count: int, redis: str, timeout: float = 60.
         pids.append(process.pid)
     connection = Redis.from_url(redis)
     deadline = time.monotonic() + timeout
-    while Worker.count(connection=connection) < count:
+    while live_workers(connection) < count:
         if time.monotonic() > deadline:
             raise SystemExit(f"workers did not start within {timeout:.0f} s; see {LOG_DIR}")
         time.sleep(0.1)
@@ -323,9 +324,9 @@ class ProvisionResult:
     wall_seconds: float
     latencies_ms: list[float]
     response_ms: list[float]
-    in_web_ms: list[float]
-    in_queue_ms: list[float]
-    in_job_ms: list[float]
+    until_claimed_ms: list[float]
+    in_batch_ms: list[float]
+    jobs_per_100: float
     cpu: CpuUse
 
     @property
@@ -367,32 +368,35 @@ def wait_until_active(app, tenant_id: int, count: int, timeout: float) -> None:
 class Timeline:
     """One router's provisioning, wall-clock seconds since the epoch."""
 
-    enqueued: float  # the web request enqueued the job (after its commit)
-    started: float  # a worker took the job
-    active: float  # the worker wrote `activated_at`
+    claimed: float  # a batch claimed its configuration (the intent's audit row)
+    active: float  # the batch wrote `activated_at`
 
 
 def timelines(app, tenant_id: int) -> dict[str, Timeline]:
-    """Per router name: when its job was enqueued and started (RQ's records) and when it became active."""
-    from rq.job import Job
-    from rq.serializers import JSONSerializer
-
+    """Per router name: when a batch claimed its configuration and when it became active."""
+    from portal.audit.models import AuditEvent
     from portal.extensions import db
-    from portal.jobs import queue, redis_connection
     from portal.wireguard.models import Router, VpnConfiguration
 
     with app.app_context():
         rows = db.session.execute(
-            select(VpnConfiguration.id, Router.name, VpnConfiguration.activated_at)
-            .join(Router, VpnConfiguration.router_id == Router.id).where(Router.tenant_id == tenant_id)
+            select(Router.name, AuditEvent.created_at, VpnConfiguration.activated_at)
+            .join(VpnConfiguration, VpnConfiguration.router_id == Router.id)
+            .join(AuditEvent, (AuditEvent.target_type == VpnConfiguration.__tablename__)
+                  & (AuditEvent.target_id == VpnConfiguration.id)
+                  & (AuditEvent.action == "configuration.provision.started"))
+            .where(Router.tenant_id == tenant_id)
         ).all()
-        job_ids = queue().finished_job_registry.get_job_ids()
-        jobs = Job.fetch_many(job_ids, connection=redis_connection(), serializer=JSONSerializer)
-    provisions = {job.args[0]: job for job in jobs
-                  if job is not None and job.func_name == "portal.wireguard.jobs.provision_configuration"}
-    return {name: Timeline(provisions[config_id].enqueued_at.timestamp(),
-                           provisions[config_id].started_at.timestamp(), activated_at.timestamp())
-            for config_id, name, activated_at in rows}
+    return {name: Timeline(claimed.timestamp(), active.timestamp()) for name, claimed, active in rows}
+
+
+def jobs_run(app) -> int:
+    """Jobs that workers finished or failed so far."""
+    from portal.jobs import queue
+
+    with app.app_context():
+        jobs = queue()
+        return jobs.finished_job_registry.count + jobs.failed_job_registry.count
 
 
 def run_provisioning(stack: ExitStack, app, args: argparse.Namespace, redis: str) -> ProvisionResult:
@@ -402,10 +406,11 @@ def run_provisioning(stack: ExitStack, app, args: argparse.Namespace, redis: str
     client = RouterClient(address, *log_in(address, email))
     print(f"sending {args.routers} POST /routers/new from {args.web_threads} clients to http://{address} ...",
           flush=True)
-    cpu_before = CpuSample.take(worker_pids)
+    cpu_before, jobs_before = CpuSample.take(worker_pids), jobs_run(app)
     sent = send_requests(client, args.routers, args.web_threads)
     wait_until_active(app, tenant_id, args.routers, args.timeout or 60 + args.routers / 10)
     cpu = CpuUse.between(cpu_before, CpuSample.take(worker_pids), args.routers)
+    jobs = jobs_run(app) - jobs_before
     times = timelines(app, tenant_id)
     first_sent = min(s.sent_at for s in sent)
     last_active = max(t.active for t in times.values())
@@ -417,9 +422,9 @@ def run_provisioning(stack: ExitStack, app, args: argparse.Namespace, redis: str
         routers=args.routers, workers=args.workers, wall_seconds=last_active - first_sent,
         latencies_ms=ms((s.sent_at, times[s.name].active) for s in sent),
         response_ms=[s.response_seconds * 1000 for s in sent],
-        in_web_ms=ms((s.sent_at, times[s.name].enqueued) for s in sent),
-        in_queue_ms=ms((t.enqueued, t.started) for t in times.values()),
-        in_job_ms=ms((t.started, t.active) for t in times.values()),
+        until_claimed_ms=ms((s.sent_at, times[s.name].claimed) for s in sent),
+        in_batch_ms=ms((t.claimed, t.active) for t in times.values()),
+        jobs_per_100=jobs * 100 / args.routers,
         cpu=cpu,
     )
 
@@ -543,16 +548,17 @@ def report_provisioning(result: ProvisionResult) -> str:
           f"{result.wall_seconds:.2f} s, {result.rate:.1f} provisions/s")
     print(f"  request sent -> active:         {spread(result.latencies_ms)}")
     print(f"  HTTP response time:             {spread(result.response_ms)}")
-    print(f"  request sent -> job enqueued:   {spread(result.in_web_ms)}")
-    print(f"  job enqueued -> job started:    {spread(result.in_queue_ms)}")
-    print(f"  job started -> active:          {spread(result.in_job_ms)}")
+    print(f"  request sent -> batch claimed:  {spread(result.until_claimed_ms)}")
+    print(f"  batch claimed -> active:        {spread(result.in_batch_ms)}")
+    print(f"  jobs run per 100 provisions:    {result.jobs_per_100:.1f}")
     cpu = result.cpu
     workers = "n/a" if cpu.workers_ms is None else f"{cpu.workers_ms:.1f} ms"
     busy = "n/a" if cpu.machine_busy is None else f"{cpu.machine_busy:.0%} of {os.cpu_count()} CPUs"
     print(f"  CPU per provision: web server + clients {cpu.bench_ms:.1f} ms, workers {workers}; machine busy {busy}")
     return (f"provision: {result.routers} routers, {result.workers} workers, PostgreSQL: "
             f"{result.rate:.1f} provisions/s, p50 {percentile(result.latencies_ms, 0.5):.0f} ms, "
-            f"p95 {percentile(result.latencies_ms, 0.95):.0f} ms")
+            f"p95 {percentile(result.latencies_ms, 0.95):.0f} ms, {result.jobs_per_100:.1f} jobs per 100, "
+            f"worker CPU {'n/a' if result.cpu.workers_ms is None else f'{result.cpu.workers_ms:.1f} ms'} each")
 
 
 def report_ipam(results: list[IpamResult]) -> list[str]:

@@ -68,12 +68,14 @@ def _register_blueprints(app: Flask) -> None:
     from portal.audit.views import blueprint as audit
     from portal.auth.views import blueprint as auth
     from portal.dashboard.views import blueprint as dashboard
+    from portal.openvpn.admin_views import blueprint as openvpn_servers
     from portal.openvpn.views import blueprint as openvpn
     from portal.ops.views import blueprint as ops
     from portal.tenancy.views import blueprint as tenancy
+    from portal.wireguard.admin_views import blueprint as hubs
     from portal.wireguard.views import blueprint as wireguard
 
-    for blueprint in (auth, tenancy, wireguard, openvpn, audit, dashboard, ops):
+    for blueprint in (auth, tenancy, wireguard, hubs, openvpn, openvpn_servers, audit, dashboard, ops):
         app.register_blueprint(blueprint)
 
 

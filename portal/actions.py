@@ -1,6 +1,8 @@
 """How views commit what a user asked for: one unit of work, and a DomainError shown to the user, not raised.
 
-A DomainError rolls the whole request back, so nothing is half-done and no job is enqueued for it.
+A DomainError rolls the whole request back, so nothing is half-done and no job is woken for it. After the
+commit, `then` wakes the job that does the work; if the queue does not answer, the change still stands (the
+database is the queue of record and workers sweep for it), and the page says so instead of failing.
 """
 
 from __future__ import annotations
@@ -14,28 +16,33 @@ from portal.errors import DomainError, show_on_form
 from portal.extensions import db
 
 T = TypeVar("T")
+QUEUED_LATE = "The job queue did not answer just now; a worker picks the change up within seconds of its return."
 
 
-def act(change: Callable[[], T], then: Callable[[T], object], done: str) -> None:
-    """Commit `change()`, then run `then` on its result (enqueue the job) and flash `done`; or flash the error."""
+def act(change: Callable[[], T], then: Callable[[T], object], done: str) -> bool:
+    """Commit `change()`, run `then` on its result (wake the job) and flash `done`; or flash the error."""
     try:
         result = change()
         db.session.commit()
     except DomainError as error:
         db.session.rollback()
         flash(str(error), "error")
-        return
-    then(result)
-    flash(done)
+        return False
+    flash(done if then(result) is not False else f"{done} {QUEUED_LATE}")
+    return True
 
 
-def save_form(form, change: Callable[[], T]) -> T | None:
-    """Commit `change()` and return its result; or show the error on the form (beside its field) and return None."""
+def save_form(form, change: Callable[[], T], then: Callable[[T], object] | None = None,
+              near: str | None = None) -> T | None:
+    """Commit `change()`, run `then` on its result and return it; or show the error on the form (beside its
+    field, or beside `near`) and return None."""
     try:
         result = change()
         db.session.commit()
     except DomainError as error:
         db.session.rollback()
-        show_on_form(form, error)
+        show_on_form(form, error, near)
         return None
+    if then is not None and then(result) is False:
+        flash(QUEUED_LATE)
     return result

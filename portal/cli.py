@@ -222,7 +222,7 @@ def place_tenant(tenant_name: str, hub_name: str) -> None:
 @with_appcontext
 @click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")
 def reconcile_command(dry_run: bool) -> None:
-    """Re-enqueue configurations stuck in a non-terminal state, and compare managed hubs with the database."""
+    """Wake the batch of every hub whose configurations wait for work, and compare managed hubs with the database."""
     from portal.wireguard.jobs import reconcile
 
     lines = reconcile(dry_run=dry_run)

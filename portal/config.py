@@ -25,15 +25,6 @@ class ConfigError(RuntimeError):
     """A setting is missing or malformed; the message names it."""
 
 
-def parse_bool(raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"not a boolean: {raw!r}")
-
-
 def parse_int_list(raw: str) -> list[int]:
     return [int(part) for part in raw.split(",") if part.strip()]
 
@@ -58,12 +49,13 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "HUB_PUBLIC_KEY": (str, None),
     "HUB_INTERFACE": (str, "wg0"),
     "HUB_DRIVER": (str, "none"),
-    "JOB_TIMEOUT": (int, 60),
-    "LOCK_TTL": (int, None),
+    "JOB_TIMEOUT": (int, 120),
+    "LOCK_TTL": (int, 10),
     "LOCK_WAIT": (float, 5.0),
     "JOB_RETRY_INTERVALS": (parse_int_list, [5, 15, 60, 300, 900]),
+    "SWEEP_INTERVAL": (int, 5),
+    "BATCH_SIZE": (int, 200),
     "RECONCILE_INTERVAL": (int, 30),
-    "RECONCILE_GRACE": (int, 60),
     "MONITOR_INTERVAL": (int, 10),
     "TRAFFIC_SAMPLE_INTERVAL": (int, 60),
     "TRAFFIC_RETENTION_DAYS": (int, 7),
@@ -140,16 +132,23 @@ def build_config(environ: Mapping[str, str], instance_path: Path, overrides: Map
         settings.update({name: generated[name] for name in missing})
         settings["HUB_ENDPOINT"] = settings["HUB_ENDPOINT"] or DEVELOPMENT_HUB_ENDPOINT
     validate_encryption_keys(settings["ENCRYPTION_KEYS"])
-    if settings["LOCK_TTL"] is None:
-        settings["LOCK_TTL"] = settings["JOB_TIMEOUT"] + 30
-    if settings["LOCK_TTL"] <= settings["JOB_TIMEOUT"]:
-        raise ConfigError("PORTAL_LOCK_TTL must be longer than PORTAL_JOB_TIMEOUT")
-    if settings["SSH_CONNECT_TIMEOUT"] + settings["SSH_COMMAND_TIMEOUT"] >= settings["LOCK_TTL"]:
-        raise ConfigError("PORTAL_SSH_CONNECT_TIMEOUT + PORTAL_SSH_COMMAND_TIMEOUT must be shorter than "
-                          "PORTAL_LOCK_TTL, so a lock never expires under a command still running")
+    _validate_job_settings(settings)
     if not settings["DATABASE_URL"]:
         settings["DATABASE_URL"] = f"sqlite:///{instance_path / 'portal.db'}"
     return {**flask_config(settings), **flask_overrides}
+
+
+def _validate_job_settings(settings: dict[str, Any]) -> None:
+    """A lock lives PORTAL_LOCK_TTL seconds past its worker's last extension (every third of it): long enough to
+    ride out a pause, short enough that a dead worker's hub is free again within seconds."""
+    if settings["LOCK_TTL"] < 3:
+        raise ConfigError("PORTAL_LOCK_TTL must be at least 3 seconds (the lock is extended every third of it)")
+    if settings["SSH_CONNECT_TIMEOUT"] + settings["SSH_COMMAND_TIMEOUT"] >= settings["JOB_TIMEOUT"]:
+        raise ConfigError("PORTAL_SSH_CONNECT_TIMEOUT + PORTAL_SSH_COMMAND_TIMEOUT must be shorter than "
+                          "PORTAL_JOB_TIMEOUT, so a job records a hub that does not answer before it is killed")
+    for name in ("SWEEP_INTERVAL", "BATCH_SIZE"):
+        if settings[name] < 1:
+            raise ConfigError(f"PORTAL_{name} must be at least 1")
 
 
 def validate_encryption_keys(keys: list[str]) -> None:

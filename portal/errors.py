@@ -1,14 +1,18 @@
-"""Errors the domain raises on purpose; their message is fit to show a user."""
+"""Errors raised on purpose: domain errors (their message is fit to show a user) and transient errors (worth
+trying again later)."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.exc import IntegrityError
+
+from portal.extensions import db
 
 
 class DomainError(Exception):
     """Bad input or a state that forbids the action. Changes nothing; the message says why."""
 
     code = "invalid"
-
-
-class NotFound(DomainError):
-    code = "not_found"
 
 
 class Conflict(DomainError):
@@ -33,10 +37,36 @@ def checked_field(check, value, field: str):
         raise FieldError(field, str(error).capitalize().rstrip(".") + ".") from None
 
 
-def show_on_form(form, error: DomainError) -> None:
-    """Put a domain error on a WTForms form: beside its field when it names one, else above the form."""
-    field = getattr(form, error.field, None) if isinstance(error, FieldError) else None
+def show_on_form(form, error: DomainError, near: str | None = None) -> None:
+    """Put a domain error on a WTForms form: beside its field when it names one (else beside `near`), else above
+    the form."""
+    field = getattr(form, error.field if isinstance(error, FieldError) else near or "", None)
     if field is not None:
         field.errors.append(str(error))
     else:
         form.form_errors.append(str(error))
+
+
+class TransientError(Exception):
+    """Worth retrying later: a host unreachable for now. Jobs leave the row waiting and try again after a delay."""
+
+
+ERROR_MAX = 500
+
+
+def describe(error: Exception) -> str:
+    """An error as one bounded line for a row's `last_error` and the audit log."""
+    text = str(error) or type(error).__name__
+    return text[:ERROR_MAX]
+
+
+@contextmanager
+def unique_or_conflict(message: str) -> Iterator[None]:
+    """Flush what the block adds in a savepoint; a unique index that refuses it (a concurrent twin was
+    committed a moment ago) becomes a Conflict with `message`, and the rest of the transaction stands."""
+    try:
+        with db.session.begin_nested():
+            yield
+            db.session.flush()
+    except IntegrityError:
+        raise Conflict(message) from None

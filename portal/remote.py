@@ -21,8 +21,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from portal import ssh
 from portal.crypto import EncryptedText
-from portal.errors import FieldError, checked_field
-from portal.jobs import TransientError
+from portal.errors import FieldError, TransientError, checked_field
 from portal.ssh import CommandResult, SshTarget
 from portal.types import UTCDateTime
 

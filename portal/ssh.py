@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from paramiko.ssh_exception import IncompatiblePeer, NoValidConnectionsError
 
-from portal.jobs import TransientError
+from portal.errors import TransientError
 
 READ_CHUNK = 65536
 QUOTED_COMMAND_CHARS = 120  # how much of a long command line (an inline script) error messages quote

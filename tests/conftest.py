@@ -75,11 +75,11 @@ def pytest_configure(config):
         "PORTAL_IPAM_TENANT_PREFIX": "24",
         "PORTAL_JOB_RETRY_INTERVALS": "0,0",
         "PORTAL_JOB_TIMEOUT": "20",
-        "PORTAL_LOCK_TTL": "25",
+        "PORTAL_LOCK_TTL": "3",
         "PORTAL_LOCK_WAIT": "0.2",
+        "PORTAL_SWEEP_INTERVAL": "1",
         "PORTAL_SSH_CONNECT_TIMEOUT": "5",
         "PORTAL_SSH_COMMAND_TIMEOUT": "10",
-        "PORTAL_RECONCILE_GRACE": "0",
         "PORTAL_LOGIN_MAX_FAILURES": "5",
     })
 
@@ -230,7 +230,7 @@ def retire_hub(app, hub_id: int) -> None:
 
 def run_worker(app) -> None:
     """Run a real RQ worker (non-forking, in this process) until the queue is empty."""
-    from portal.jobs import make_worker
+    from portal.jobs.worker import make_worker
 
     make_worker(app).work(burst=True)
 

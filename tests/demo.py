@@ -84,9 +84,9 @@ def provision_routers(app) -> list[int]:
         routers = [service.add_router(Actor.system("demo"), tenant_id, f"lab-router-{index + 1}",
                                       "a namespace of `make demo`") for index in range(ROUTERS)]
         ids = [router.current_configuration.id for router in routers]
+        hub_id = routers[0].current_configuration.hub_id
         db.session.commit()
-        for configuration_id in ids:
-            jobs.enqueue_provision(configuration_id)
+        jobs.sync_hub.wake(hub_id)
     return ids
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from portal.jobs import redis_connection
+from portal.redis_client import redis_connection
 from tests import vectors
 from tests.conftest import csrf_token, login, post
 

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from portal.audit.service import Actor
 from portal.extensions import db
-from portal.jobs import enqueue
+from portal.wireguard import jobs as wireguard_jobs
 from portal.wireguard import service as wireguard
 from tests import vectors
 from tests.conftest import (
@@ -226,7 +226,7 @@ def lab_hub(app):
 
 def poll_hubs(app) -> None:
     with app.app_context():
-        enqueue("portal.wireguard.jobs.poll_hubs", description="test poll")
+        wireguard_jobs.poll_hubs.enqueue()
     run_worker(app)
 
 

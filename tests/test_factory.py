@@ -13,7 +13,7 @@ from cryptography.fernet import Fernet
 from portal import create_app
 from portal.config import ConfigError, build_config
 from portal.extensions import db
-from portal.jobs import REDIS_EXTENSION
+from portal.redis_client import REDIS_EXTENSION
 from tests import vectors
 
 PRODUCTION_ENVIRON = {
@@ -80,17 +80,22 @@ def test_an_unknown_environment_is_refused(tmp_path):
         build_config({**PRODUCTION_ENVIRON, "PORTAL_ENV": "prod"}, tmp_path, {})
 
 
-@pytest.mark.parametrize(("ttl", "timeout"), [(60, 60), (30, 60)])
-def test_the_lock_must_outlive_the_job(tmp_path, ttl, timeout):
-    with pytest.raises(ConfigError, match="PORTAL_LOCK_TTL"):
-        build_config(PRODUCTION_ENVIRON, tmp_path, {"LOCK_TTL": ttl, "JOB_TIMEOUT": timeout})
-    with pytest.raises(ConfigError, match="PORTAL_LOCK_TTL"):
-        create_app({"LOCK_TTL": ttl, "JOB_TIMEOUT": timeout})
+@pytest.mark.parametrize(("overrides", "named"), [
+    ({"LOCK_TTL": 2}, "PORTAL_LOCK_TTL"),
+    ({"JOB_TIMEOUT": 30, "SSH_CONNECT_TIMEOUT": 10, "SSH_COMMAND_TIMEOUT": 20}, "PORTAL_JOB_TIMEOUT"),
+    ({"SWEEP_INTERVAL": 0}, "PORTAL_SWEEP_INTERVAL"),
+    ({"BATCH_SIZE": 0}, "PORTAL_BATCH_SIZE"),
+])
+def test_job_settings_that_cannot_work_are_refused_by_name(tmp_path, overrides, named):
+    with pytest.raises(ConfigError, match=named):
+        build_config(PRODUCTION_ENVIRON, tmp_path, overrides)
+    with pytest.raises(ConfigError, match=named):
+        create_app(overrides)
 
 
-def test_lock_ttl_defaults_to_longer_than_the_job_timeout(tmp_path):
-    config = build_config({**PRODUCTION_ENVIRON, "PORTAL_JOB_TIMEOUT": "45"}, tmp_path, {})
-    assert config["PORTAL_LOCK_TTL"] > config["PORTAL_JOB_TIMEOUT"] == 45
+def test_a_dead_workers_lock_frees_its_hub_within_seconds_by_default(tmp_path):
+    config = build_config(PRODUCTION_ENVIRON, tmp_path, {})
+    assert config["PORTAL_LOCK_TTL"] <= 15 and config["PORTAL_SWEEP_INTERVAL"] <= 5
 
 
 def test_production_cookies_are_secure_httponly_and_samesite_lax(tmp_path):

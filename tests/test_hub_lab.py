@@ -16,10 +16,11 @@ from portal.audit.models import AuditEvent
 from portal.audit.service import Actor, verify_chain
 from portal.extensions import db
 from portal.ipam.pool import hub_address
-from portal.jobs import enqueue
+from portal.jobs import queue
 from portal.remote import SshRunner
 from portal.tenancy.models import Tenant
 from portal.wireguard import hubs
+from portal.wireguard import jobs as wireguard_jobs
 from portal.wireguard.models import Hub, Status, VpnConfiguration
 from portal.wireguard.wgtext import parse_dump
 from tests.conftest import (
@@ -101,7 +102,7 @@ def ping_eventually(namespace, address: str, timeout: float = 10) -> bool:
 
 def poll_hubs(app) -> None:
     with app.app_context():
-        enqueue("portal.wireguard.jobs.poll_hubs", description="test poll")
+        wireguard_jobs.poll_hubs.enqueue()
     run_worker(app)
 
 
@@ -133,7 +134,7 @@ def test_provisioning_twice_and_bootstrapping_twice_change_nothing(app, admin_cl
     configuration = add_and_provision(app, admin_client, "lab-twice")
     before = lab.hub.run(["wg", "showconf", "wg0"]).stdout, lab.hub.run(["nft", "list", "ruleset"]).stdout
     with app.app_context():
-        enqueue("portal.wireguard.jobs.provision_configuration", configuration.id, description="again")
+        queue().enqueue(wireguard_jobs.sync_hub.path, configuration.hub_id)  # a batch that finds nothing to do
     run_worker(app)
     with app.app_context():
         name = db.session.get(Hub, hub).name

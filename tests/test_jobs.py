@@ -1,14 +1,16 @@
-"""Provisioning and revocation jobs: locked, fenced, idempotent, retried, reconciled, crash-safe.
+"""Jobs: one batch per hub, fenced, idempotent, retried from the database, swept, crash-safe.
 
-Every job here runs in a real RQ worker against a real Redis: in this process (burst mode) or in a
-worker subprocess that the test kills.
+Every job here runs in a real RQ worker against a real Redis: in this process (burst mode) or in worker
+subprocesses (`worker.py` as production runs it) that the test kills.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,12 +20,17 @@ from sqlalchemy import func, select
 import worker
 from portal import remote
 from portal.audit.models import AuditEvent
+from portal.errors import TransientError
 from portal.extensions import db
-from portal.jobs import LOCK_PREFIX, TransientError, queue, redis_connection
+from portal.jobs import queue
+from portal.jobs.lock import LOCK_PREFIX
+from portal.jobs.worker import Periodic, _every, live_workers
+from portal.lifecycle import claim_row
+from portal.redis_client import REDIS_EXTENSION, redis_connection
 from portal.wireguard import drivers, service
-from portal.wireguard.jobs import enqueue_provision, lock_name, reconcile
+from portal.wireguard.jobs import hub_lock, reconcile, sweep, sync_hub
 from portal.wireguard.models import Router, Status, VpnConfiguration
-from tests.conftest import add_router, post, run_worker, worker_process
+from tests.conftest import add_router, free_port, post, run_worker, worker_process
 
 
 def new_configuration_id(app, client, name: str) -> int:
@@ -48,33 +55,51 @@ def actions_for(app, configuration_id: int) -> list[str]:
 
 
 class FlakyDriver(drivers.NoneDriver):
-    """Fails the first `failures` calls with `error`, then succeeds."""
+    """Fails the first `failures` calls with `error`, then succeeds; counts calls and the peers of each."""
 
-    calls = 0
+    calls: list[tuple[int, int]] = []
 
     def __init__(self, failures: int, error: Exception):
         self.failures, self.error = failures, error
 
     def apply_peers(self, hub, apply=(), remove=()):
-        FlakyDriver.calls += 1
-        if FlakyDriver.calls <= self.failures:
+        FlakyDriver.calls.append((len(apply), len(remove)))
+        if len(FlakyDriver.calls) <= self.failures:
             raise self.error
 
 
 @pytest.fixture
 def flaky_driver(monkeypatch):
     def install(failures: int, error: Exception | None = None):
-        FlakyDriver.calls = 0
+        FlakyDriver.calls = []
         failing = FlakyDriver(failures, error or remote.HostUnreachable("hub.test.example: connection refused"))
         monkeypatch.setitem(drivers.DRIVERS, "none", lambda hub: failing)
 
     return install
 
 
+def test_routers_added_together_are_provisioned_in_one_batch(app, admin_client, flaky_driver):
+    flaky_driver(failures=0)
+    with app.app_context():
+        queue().empty()
+    ids = [new_configuration_id(app, admin_client, f"batch-{n}") for n in range(5)]
+    with app.app_context():
+        assert len(queue()) == 1  # five requests, one job waiting for the hub: the wake-ups coalesce
+        waiting = db.session.scalar(select(func.count()).where(  # earlier tests' routers wait on the same hub
+            VpnConfiguration.hub_id == load(app, ids[0]).hub_id, VpnConfiguration.status == Status.PENDING))
+    run_worker(app)
+    batch_size = app.config["PORTAL_BATCH_SIZE"]
+    assert FlakyDriver.calls == [(min(batch_size, waiting - done), 0) for done in range(0, waiting, batch_size)]
+    assert {load(app, configuration_id).status for configuration_id in ids} == {Status.ACTIVE}
+    assert actions_for(app, ids[0]) == ["configuration.created", "configuration.provision.started",
+                                        "configuration.provision.succeeded"]
+
+
 def test_enqueued_twice_provisions_once(app, admin_client):
     configuration_id = new_configuration_id(app, admin_client, "dup-job")
+    hub_id = load(app, configuration_id).hub_id
     with app.app_context():
-        enqueue_provision(configuration_id)
+        queue().enqueue(sync_hub.path, hub_id)  # past the coalescing key, as a duplicate after a FLUSHALL would be
     run_worker(app)
     configuration = load(app, configuration_id)
     assert configuration.status == Status.ACTIVE and configuration.attempt == 1
@@ -84,9 +109,10 @@ def test_enqueued_twice_provisions_once(app, admin_client):
 def test_a_stale_workers_outcome_changes_nothing(app, admin_client):
     configuration_id = new_configuration_id(app, admin_client, "fenced")
     with app.app_context():
-        stale = service.claim(configuration_id, (Status.PENDING,), Status.PROVISIONING).attempt
+        queue().empty()
+        stale = claim_row(VpnConfiguration, configuration_id, (Status.PENDING,), Status.PROVISIONING).attempt
         db.session.commit()
-        current = service.claim(configuration_id, (Status.PROVISIONING,), Status.PROVISIONING).attempt
+        current = claim_row(VpnConfiguration, configuration_id, (Status.PROVISIONING,), Status.PROVISIONING).attempt
         db.session.commit()
         assert (stale, current) == (1, 2)
         assert service.finish(configuration_id, stale, Status.PROVISIONING, status=Status.FAILED) is None
@@ -96,29 +122,24 @@ def test_a_stale_workers_outcome_changes_nothing(app, admin_client):
     assert load(app, configuration_id).status == Status.ACTIVE
 
 
-def test_transient_hub_error_is_retried_then_succeeds(app, admin_client, flaky_driver):
+def test_an_unreachable_hub_leaves_the_router_waiting_then_the_sweep_retries(app, admin_client, flaky_driver):
     flaky_driver(failures=1)
     configuration_id = new_configuration_id(app, admin_client, "flaky-once")
+    run_worker(app)
+    configuration = load(app, configuration_id)
+    assert configuration.status == Status.PENDING and configuration.attempt == 1
+    assert configuration.retry_at is not None
+    page = admin_client.get(f"/routers/{configuration.router_id}").get_data(as_text=True)
+    assert "waiting for hub: hub.test.example: connection refused" in page
+
+    with app.app_context():
+        assert "wake its batch" in app.test_cli_runner().invoke(args=["reconcile"]).output
     run_worker(app)
     configuration = load(app, configuration_id)
     assert configuration.status == Status.ACTIVE and configuration.last_error is None
     assert actions_for(app, configuration_id) == [
         "configuration.created", "configuration.provision.started", "configuration.provision.retry",
         "configuration.provision.started", "configuration.provision.succeeded"]
-
-
-def test_an_unreachable_hub_leaves_provisioning_waiting_for_the_reconciler(app, admin_client, flaky_driver):
-    flaky_driver(failures=3)  # the first try and both retries
-    configuration_id = new_configuration_id(app, admin_client, "flaky-thrice")
-    run_worker(app)
-    configuration = load(app, configuration_id)
-    assert configuration.status == Status.PENDING and configuration.attempt == 3
-    page = admin_client.get(f"/routers/{configuration.router_id}").get_data(as_text=True)
-    assert "waiting for hub: hub.test.example: connection refused" in page
-
-    assert "enqueue provision" in app.test_cli_runner().invoke(args=["reconcile"]).output
-    run_worker(app)
-    assert load(app, configuration_id).status == Status.ACTIVE
 
 
 def test_a_hub_error_fails_with_the_error_shown_and_a_retry_button(app, admin_client, flaky_driver):
@@ -135,6 +156,23 @@ def test_a_hub_error_fails_with_the_error_shown_and_a_retry_button(app, admin_cl
     assert load(app, configuration_id).status == Status.ACTIVE
 
 
+def test_one_bad_peer_fails_its_configuration_not_the_batch(app, admin_client, monkeypatch):
+    class RefusesOnePeer(drivers.NoneDriver):
+        def apply_peers(self, hub, apply=(), remove=()):
+            if any(peer.allowed_ips == (f"{refused}/32",) for peer in apply):
+                raise remote.RemoteCommandFailed("line 2: not a WireGuard public key")
+
+    monkeypatch.setitem(drivers.DRIVERS, "none", lambda hub: RefusesOnePeer())
+    with app.app_context():
+        queue().empty()
+    ids = [new_configuration_id(app, admin_client, f"one-bad-{n}") for n in range(3)]
+    refused = load(app, ids[1]).address
+    run_worker(app)
+    assert [load(app, configuration_id).status for configuration_id in ids] == [
+        Status.ACTIVE, Status.FAILED, Status.ACTIVE]
+    assert "not a WireGuard public key" in load(app, ids[1]).last_error
+
+
 def test_an_unexpected_error_fails_at_once(app, admin_client, flaky_driver):
     flaky_driver(failures=1, error=ValueError("hub rejected the peer"))
     configuration_id = new_configuration_id(app, admin_client, "broken")
@@ -148,27 +186,30 @@ def test_revocation_never_gives_up(app, admin_client, flaky_driver):
     configuration_id = new_configuration_id(app, admin_client, "stubborn")
     run_worker(app)
     router_id = load(app, configuration_id).router_id
-    flaky_driver(failures=3)
+    flaky_driver(failures=2)
     post(admin_client, f"/routers/{router_id}/revoke")
     run_worker(app)
     configuration = load(app, configuration_id)
     assert configuration.status == Status.REVOKING and "connection refused" in configuration.last_error
     assert configuration.private_key is not None
 
-    with app.app_context():
-        assert any(f"configuration {configuration_id} (revoking)" in line for line in reconcile())
-    run_worker(app)
-    assert load(app, configuration_id).status == Status.REVOKED
+    for _ in range(2):
+        with app.app_context():
+            assert any("wake its batch" in line for line in reconcile())
+        run_worker(app)
+    configuration = load(app, configuration_id)
+    assert configuration.status == Status.REVOKED and configuration.private_key is None
 
 
-def test_a_busy_lock_leaves_the_row_alone_until_it_is_free(app, admin_client):
+def test_a_busy_hub_lock_leaves_the_work_to_its_holder_or_the_sweep(app, admin_client):
     configuration_id = new_configuration_id(app, admin_client, "locked")
+    hub_id = load(app, configuration_id).hub_id
     with app.app_context():
-        other_worker = redis_connection().lock(LOCK_PREFIX + lock_name(configuration_id), timeout=30)
+        other_worker = redis_connection().lock(LOCK_PREFIX + hub_lock(hub_id), timeout=30)
         assert other_worker.acquire()
-        run_worker(app)  # the try and both retries find the lock taken
+        run_worker(app)  # the job finds the hub busy and leaves
         assert load(app, configuration_id).status == Status.PENDING
-        assert reconcile(dry_run=True) == []  # a held lock means someone is working on it
+        assert reconcile(dry_run=True) == []  # a held lock means someone is working on the hub
         other_worker.release()
         reconcile()
     run_worker(app)
@@ -182,51 +223,95 @@ def test_flushed_redis_loses_nothing(app, admin_client):
     run_worker(app)
     assert load(app, configuration_id).status == Status.PENDING
     dry_run = app.test_cli_runner().invoke(args=["reconcile", "--dry-run"])
-    assert f"would configuration {configuration_id} (pending): enqueue provision" in dry_run.output
+    assert "would hub default: configurations wait for work: wake its batch" in dry_run.output
     run_worker(app)
     assert load(app, configuration_id).status == Status.PENDING  # a dry run changes nothing
-    result = app.test_cli_runner().invoke(args=["reconcile"])
-    assert result.exit_code == 0 and f"configuration {configuration_id} (pending): enqueue provision" in result.output
+    time.sleep(app.config["PORTAL_SWEEP_INTERVAL"])  # the sweep leaves work alone that moved within an interval
+    with app.app_context():
+        assert load(app, configuration_id).hub_id in sweep()
     run_worker(app)
     assert load(app, configuration_id).status == Status.ACTIVE
-    assert "configuration.reconcile.requeued" in actions_for(app, configuration_id)
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
+@contextmanager
+def redis_away(app):
+    """The app's Redis client pointed at a port where nothing listens, as when Redis is down."""
+    pool = app.extensions[REDIS_EXTENSION].connection_pool
+    saved = pool.connection_kwargs
+    pool.connection_kwargs = {**saved, "port": free_port()}
+    pool.reset()
+    try:
+        yield
+    finally:
+        pool.connection_kwargs = saved
+        pool.reset()
+
+
+def test_a_change_commits_and_says_so_when_redis_is_down(app, admin_client):
+    with redis_away(app):
+        response = add_router(admin_client, "redis-away")
+        assert response.status_code == 303
+        page = admin_client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Router redis-away added" in page and "the job queue did not answer" in page.lower()
+    router_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    with app.app_context():
+        assert db.session.get(Router, router_id).current_configuration.status == Status.PENDING
+
+
+def wait_for(condition, timeout: float, what: str) -> float:
+    started = time.monotonic()
     while not condition():
-        if time.monotonic() > deadline:
+        if time.monotonic() - started > timeout:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+    return time.monotonic() - started
 
 
-def test_worker_killed_mid_job_recovers_to_active_exactly_once(app, admin_client, tmp_path: Path):
-    configuration_id = new_configuration_id(app, admin_client, "crashy")
-    address = load(app, configuration_id).address
+def processes_named(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_worker_killed_mid_batch_leaves_nothing_behind_and_its_work_is_done_by_another(
+        app, admin_client, tmp_path: Path):
+    with app.app_context():
+        queue().empty()
+    crashed_id = new_configuration_id(app, admin_client, "crashy")
+    address = load(app, crashed_id).address
     ready = tmp_path / "in-driver"
-    # A short lock TTL, so the test need not wait long for the dead worker's lock to expire.
-    short = {"PORTAL_JOB_TIMEOUT": "5", "PORTAL_LOCK_TTL": "6",
-             "PORTAL_SSH_CONNECT_TIMEOUT": "1", "PORTAL_SSH_COMMAND_TIMEOUT": "2"}
-    worker = worker_process("--block-in-driver", str(ready), env=short)
+    marker = f"crashed-worker-{os.getpid()}"
+    doomed = worker_process("--block-in-driver", str(ready), "--name", marker)
     try:
         wait_for(ready.exists, 30, "the worker to enter the hub driver")
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(10)
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(10)
     finally:
-        if worker.poll() is None:
-            worker.kill()
-    assert load(app, configuration_id).status == Status.PROVISIONING
-    redis = Redis.from_url(app.config["PORTAL_REDIS_URL"])
-    wait_for(lambda: not redis.exists(LOCK_PREFIX + lock_name(configuration_id)), 10, "the lock to expire")
+        if doomed.poll() is None:
+            doomed.kill()
+    assert load(app, crashed_id).status == Status.PROVISIONING
+    assert processes_named(marker) == []  # no forked helper outlives the worker
 
-    with app.app_context():
-        reconcile()
-    run_worker(app)
+    survivor = worker_process()
+    try:
+        added_id = new_configuration_id(app, admin_client, "added-after-the-crash")
+        # the dead worker's hub lock expires (PORTAL_LOCK_TTL), then the sweep wakes a batch for both
+        limit = app.config["PORTAL_LOCK_TTL"] + 3 * app.config["PORTAL_SWEEP_INTERVAL"] + 5
+        wait_for(lambda: {load(app, i).status for i in (crashed_id, added_id)} == {Status.ACTIVE}, limit,
+                 "both routers to go active")
+    finally:
+        survivor.terminate()
+        survivor.wait(10)
 
-    configuration = load(app, configuration_id)
-    assert configuration.status == Status.ACTIVE and configuration.address == address
-    assert configuration.attempt == 2
-    actions = actions_for(app, configuration_id)
+    configuration = load(app, crashed_id)
+    assert configuration.address == address and configuration.attempt == 2
+    actions = actions_for(app, crashed_id)
     assert actions.count("configuration.provision.started") == 2
     assert actions.count("configuration.provision.succeeded") == 1
     with app.app_context():
@@ -234,42 +319,70 @@ def test_worker_killed_mid_job_recovers_to_active_exactly_once(app, admin_client
             VpnConfiguration.router_id == configuration.router_id)) == 1
 
 
-def test_two_workers_racing_on_one_router_provision_it_once(app, admin_client):
-    configuration_id = new_configuration_id(app, admin_client, "raced")
+def test_two_workers_racing_on_one_hub_provision_each_router_once(app, admin_client):
+    ids = [new_configuration_id(app, admin_client, f"raced-{n}") for n in range(3)]
+    hub_id = load(app, ids[0]).hub_id
     with app.app_context():
         for _ in range(3):
-            enqueue_provision(configuration_id)
+            queue().enqueue(sync_hub.path, hub_id)
     racers = [worker_process("--burst") for _ in range(2)]
     for racer in racers:
         assert racer.wait(60) == 0
-    configuration = load(app, configuration_id)
-    assert configuration.status == Status.ACTIVE and configuration.attempt == 1
-    assert actions_for(app, configuration_id).count("configuration.provision.succeeded") == 1
+    for configuration_id in ids:
+        configuration = load(app, configuration_id)
+        assert configuration.status == Status.ACTIVE and configuration.attempt == 1
+        assert actions_for(app, configuration_id).count("configuration.provision.succeeded") == 1
+
+
+def test_readiness_counts_live_heartbeats_after_a_kill_and_a_flush(app):
+    with app.app_context():
+        redis = redis_connection()
+        before = live_workers(redis)
+        first, second = worker_process(), worker_process()
+        try:
+            wait_for(lambda: live_workers(redis) == before + 2, 20, "two heartbeats")
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+            gone = wait_for(lambda: live_workers(redis) == before + 1, 10, "the killed worker to be forgotten")
+            redis.flushdb()
+            back = wait_for(lambda: live_workers(redis) == before + 1, 10, "the live worker to beat again")
+        finally:
+            for process in (first, second):
+                process.kill()
+                process.wait(10)
+    assert gone < 10 and back < 10
 
 
 def test_transient_errors_are_the_retryable_kind():
     assert issubclass(remote.HostUnreachable, TransientError)
 
 
-@pytest.mark.parametrize("periodic", worker.PERIODIC, ids=lambda periodic: periodic.function.rsplit(".", 1)[1])
-def test_workers_enqueue_periodic_jobs_on_a_schedule_once_per_interval(app, periodic):
+def test_periodic_work_runs_once_per_interval_across_workers(app):
+    calls = []
+    task = Periodic(lambda: calls.append(threading.current_thread().name), "PORTAL_SWEEP_INTERVAL")
     with app.app_context():
-        redis_connection().delete(periodic.tick_key)
-        queue().empty()
-    saved = app.config[periodic.interval_setting]
-    app.config[periodic.interval_setting] = 1
+        redis_connection().delete(f"portal:tick:{task.name}")
     stop = threading.Event()
-    tickers = [threading.Thread(target=worker.schedule, args=(app, periodic, stop)) for _ in range(2)]
-    try:
-        for ticker in tickers:
-            ticker.start()
-        time.sleep(1.5)  # each ticker wakes once; only one may enqueue in this interval
-    finally:
-        stop.set()
-        for ticker in tickers:
-            ticker.join()
-        app.config[periodic.interval_setting] = saved
+    workers = [threading.Thread(target=_every, args=(app, task, stop), name=f"worker-{n}") for n in range(2)]
+    for thread in workers:
+        thread.start()
+    time.sleep(1.5 * app.config["PORTAL_SWEEP_INTERVAL"])  # each wakes once; only one may run in the interval
+    stop.set()
+    for thread in workers:
+        thread.join()
+    assert len(calls) == 1
+
+
+def test_every_worker_runs_the_sweep_monitoring_and_reconciliation():
+    names = {periodic.name.rsplit(".", 2)[-2:][0] + "." + periodic.function.__name__ for periodic in worker.PERIODIC}
+    assert names == {"jobs.sweep", "jobs.poll_hubs", "jobs.poll_servers", "jobs.reconcile"}
+    assert {periodic.function.__module__ for periodic in worker.PERIODIC} == {
+        "portal.wireguard.jobs", "portal.openvpn.jobs"}
+
+
+def test_a_dead_redis_lock_holder_frees_the_hub_within_the_lock_ttl(app):
     with app.app_context():
-        functions = [job.func_name for job in queue().jobs]
-    assert functions == [periodic.function]
-    run_worker(app)
+        redis = Redis.from_url(app.config["PORTAL_REDIS_URL"])
+        redis.set(LOCK_PREFIX + hub_lock(999_999), "dead-worker", px=int(app.config["PORTAL_LOCK_TTL"] * 1000))
+        assert wait_for(lambda: not redis.exists(LOCK_PREFIX + hub_lock(999_999)), 10, "the lock to expire") <= (
+            app.config["PORTAL_LOCK_TTL"] + 0.5)

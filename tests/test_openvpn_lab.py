@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,9 @@ from sqlalchemy import select, update
 from portal.audit.models import AuditEvent
 from portal.audit.service import Actor, verify_chain
 from portal.extensions import db
-from portal.jobs import enqueue
+from portal.jobs import queue
 from portal.openvpn import service
+from portal.openvpn.jobs import poll_servers, provision_client, revoke_client, sweep
 from portal.openvpn.models import OpenVpnServer, Status, VpnClient
 from portal.remote import SshRunner
 from tests.conftest import login, post, require, run_worker, served, unique
@@ -86,7 +88,7 @@ def download(client, client_id: int) -> str:
 
 def poll(app) -> None:
     with app.app_context():
-        enqueue("portal.openvpn.jobs.poll_servers", description="test poll")
+        poll_servers.enqueue()
     run_worker(app)
 
 
@@ -167,7 +169,7 @@ def test_a_client_made_in_the_browser_connects_pings_and_shows_connected(app, ad
     assert "lab-laptop" not in intruder.get("/openvpn/clients").get_data(as_text=True)
 
     with app.app_context():  # provisioning again is a no-op: the same certificate
-        enqueue("portal.openvpn.jobs.provision_client", row.id, description="again")
+        queue().enqueue(provision_client.path, row.id)
     run_worker(app)
     assert load(app, row.id).serial == row.serial
 
@@ -202,7 +204,7 @@ def test_revoke_drops_the_session_refuses_new_ones_and_rerunning_is_a_no_op(app,
     assert_refused(lab, ovpn, "lab-doomed")
 
     with app.app_context():
-        job = enqueue("portal.openvpn.jobs.revoke_client", row.id, description="again")
+        job = queue().enqueue(revoke_client.path, row.id)
     run_worker(app)
     job.refresh()
     assert job.get_status() == "finished" and job.return_value() == "nothing to do"
@@ -229,15 +231,11 @@ def test_a_crash_between_easyrsa_revoke_and_gen_crl_ends_revoked_exactly_once(ap
     assert crashed.returncode == 0, crashed.stderr
     assert row.serial not in crl_serials(base)  # revoked in the index, not in the installed CRL
     with app.app_context():
-        from portal.jobs import queue
-
         queue().empty()  # the dead worker's job is gone
     assert session_up(connection) and listed_by_server(app, row.id)  # nothing cut the session yet
 
     with app.app_context():
-        from portal.openvpn.jobs import reconcile_clients
-
-        assert reconcile_clients() == [f"OpenVPN client {row.id} (revoking): enqueue revoke"]
+        assert sweep(idle=timedelta(0)) == [f"OpenVPN client {row.id} (revoking): enqueue revoke_client"]
     run_worker(app)
 
     revoked = load(app, row.id)

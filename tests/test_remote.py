@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from portal.jobs import TransientError
+from portal.errors import TransientError
 from portal.remote import HostUnreachable, LocalRunner, RemoteCommandFailed, checked
 from portal.wireguard.drivers import WgDriver
 from portal.wireguard.models import Hub

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 
 from portal import ssh
-from portal.jobs import TransientError
+from portal.errors import TransientError
 from tests.conftest import require
 from tests.lab import Sshd, run, sshd_missing
 

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from portal.extensions import db
-from portal.jobs import redis_connection
+from portal.redis_client import redis_connection
 from portal.tenancy.models import User
 
 PASSWORD_MIN = 10

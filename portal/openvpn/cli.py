@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import click
 from flask.cli import AppGroup
 
@@ -85,10 +87,11 @@ def bootstrap(name: str) -> None:
 @openvpn_cli.command("reconcile")
 @click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")
 def reconcile(dry_run: bool) -> None:
-    """Re-enqueue OpenVPN clients stuck in a non-terminal state."""
-    from portal.openvpn.jobs import reconcile_clients
+    """Wake a job for OpenVPN clients whose work waits and that no job is doing (workers do this every
+    PORTAL_SWEEP_INTERVAL seconds)."""
+    from portal.openvpn.jobs import sweep
 
-    lines = reconcile_clients(dry_run=dry_run)
+    lines = sweep(dry_run=dry_run, idle=timedelta(0))
     for line in lines:
         click.echo(("would " if dry_run else "") + line)
     click.echo(f"{len(lines)} action(s) {'to take' if dry_run else 'taken'}")

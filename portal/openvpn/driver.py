@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from importlib.resources import files
 from ipaddress import IPv4Address
 
-from portal.jobs import TransientError
+from portal.errors import TransientError
 from portal.openvpn.models import CLIENT_NAME, PROTOCOLS, OpenVpnServer, is_client_name
 from portal.openvpn.render import BLOCKS
 from portal.remote import RemoteCommandFailed, Runner, runner_for

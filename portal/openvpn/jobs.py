@@ -1,6 +1,6 @@
 """Provisioning, revocation, reconciliation and monitoring jobs for OpenVPN clients.
 
-Each client job is a fenced transition (`portal.jobs.run_transition`): it holds the client's Redis lock,
+Each client job is a fenced transition (`portal.jobs.runner.run_transition`): it holds the client's Redis lock,
 claims the row with a compare-and-set that bumps `attempt`, writes an intent audit row, runs the server
 script (an "ensure" operation), then writes the outcome only if its attempt is still the current one.
 The script's exit status and error output go into the audit log; of `create`'s output only the serial
@@ -10,13 +10,18 @@ and expiry do (the rest is the client's key). Any step may run twice.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from datetime import timedelta
 
 from flask import current_app
+from sqlalchemy import select
 
 from portal.audit.service import Actor, record
+from portal.errors import describe
 from portal.extensions import db
-from portal.jobs import Transition, Work, current_job_id, describe, enqueue, lock_is_held, run_transition, work_lock
+from portal.jobs import current_job_id, job, work_lock
+from portal.jobs.lock import lock_is_held
+from portal.jobs.runner import Transition, Work, run_transition
+from portal.lifecycle import due_scopes
 from portal.openvpn import service
 from portal.openvpn.driver import Created, Revoked, driver_for
 from portal.openvpn.models import OpenVpnServer, Status, VpnClient
@@ -33,21 +38,9 @@ def server_lock_name(server_id: int) -> str:
     return f"openvpn_server:{server_id}"
 
 
-def enqueue_provision(client_id: int) -> None:
-    enqueue("portal.openvpn.jobs.provision_client", client_id, description=f"provision OpenVPN client {client_id}")
-
-
-def enqueue_revoke(client_id: int) -> None:
-    enqueue("portal.openvpn.jobs.revoke_client", client_id, description=f"revoke OpenVPN client {client_id}")
-
-
-def enqueue_bootstrap(server_id: int) -> None:
-    enqueue("portal.openvpn.jobs.bootstrap_server", server_id, description=f"bootstrap OpenVPN server {server_id}")
-
-
 PROVISION = Transition("client.provision", claim_from=(Status.PENDING, Status.PROVISIONING),
                        working=Status.PROVISIONING, on_transient=Status.PENDING, on_failure=Status.FAILED)
-# Revocation never gives up half way: it stays `revoking`, and retries or the reconciler finish it.
+# Revocation never gives up half way: it stays `revoking`, and later attempts finish it.
 REVOKE = Transition("client.revoke", claim_from=(Status.REVOKING,), working=Status.REVOKING,
                     on_transient=Status.REVOKING, on_failure=Status.REVOKING)
 
@@ -66,6 +59,7 @@ def _work(client: VpnClient, operation: str) -> Work:
     return Work(lambda: getattr(driver_for(server), operation)(name), details)
 
 
+@job("provision OpenVPN client {0}", coalesce=True)
 def provision_client(client_id: int) -> str:
     def complete(client_id: int, attempt: int, created: Created) -> VpnClient | None:
         client = service.finish(client_id, attempt, Status.PROVISIONING, status=Status.ACTIVE,
@@ -77,6 +71,7 @@ def provision_client(client_id: int) -> str:
     return _run(PROVISION, client_id, lambda client: _work(client, "create"), complete)
 
 
+@job("revoke OpenVPN client {0}", coalesce=True)
 def revoke_client(client_id: int) -> str:
     def complete(client_id: int, attempt: int, revoked: Revoked) -> VpnClient | None:
         client = service.finish(client_id, attempt, Status.REVOKING, status=Status.REVOKED, revoked_at=utcnow(),
@@ -92,43 +87,39 @@ def _record_script(client: VpnClient, action: str, attempt: int, output: Created
            details={"attempt": attempt, **output.details()})
 
 
-# Reconciliation ---------------------------------------------------------------------------------
+# The sweep --------------------------------------------------------------------------------------
 
-ENQUEUE_BY_STATUS = {
-    Status.PENDING: ("provision", enqueue_provision),
-    Status.PROVISIONING: ("provision", enqueue_provision),
-    Status.REVOKING: ("revoke", enqueue_revoke),
-}
+JOB_FOR_STATUS = {Status.PENDING: provision_client, Status.PROVISIONING: provision_client,
+                  Status.REVOKING: revoke_client}
 
 
-@dataclass(frozen=True)
-class Requeue:
-    client_id: int
-    status: str
+def clients_with_waiting_work(idle: timedelta) -> list[tuple[int, str]]:
+    """(client id, status) of clients that wait for work (due, untouched for `idle`) and whose lock no worker
+    holds: their wake-up was lost, or their worker died."""
+    ids = [client_id for client_id in due_scopes(VpnClient, VpnClient.id, VpnClient.IN_FLIGHT, idle)
+           if not lock_is_held(lock_name(client_id))]
+    rows = db.session.execute(
+        select(VpnClient.id, VpnClient.status).where(VpnClient.id.in_(ids)).order_by(VpnClient.id))
+    return [(client_id, status) for client_id, status in rows]
 
-    def __str__(self) -> str:
-        return f"OpenVPN client {self.client_id} ({self.status}): enqueue {ENQUEUE_BY_STATUS[self.status][0]}"
 
-
-def reconcile_clients(dry_run: bool = False) -> list[str]:
-    """Re-enqueue every client stuck in a non-terminal state whose lock no worker holds; one line each."""
-    grace = current_app.config["PORTAL_RECONCILE_GRACE"]
-    requeues = [Requeue(client.id, client.status) for client in service.stuck_clients(grace)
-                if not lock_is_held(lock_name(client.id))]
-    if dry_run:
-        return [str(requeue) for requeue in requeues]
-    actor = Actor.worker(current_job_id())
-    for requeue in requeues:
-        ENQUEUE_BY_STATUS[requeue.status][1](requeue.client_id)
-        client = db.session.get(VpnClient, requeue.client_id)
-        record("client.reconcile.requeued", actor, tenant_id=client.tenant_id, target=client,
-               details={"status": requeue.status})
-    db.session.commit()
-    return [str(requeue) for requeue in requeues]
+def sweep(dry_run: bool = False, idle: timedelta | None = None) -> list[str]:
+    """Wake a job for every client whose work waits (untouched for `idle`, by default a sweep interval) and
+    that no job is doing; one line each."""
+    if idle is None:
+        idle = timedelta(seconds=current_app.config["PORTAL_SWEEP_INTERVAL"])
+    lines = []
+    for client_id, status in clients_with_waiting_work(idle):
+        task = JOB_FOR_STATUS[status]
+        lines.append(f"OpenVPN client {client_id} ({status}): enqueue {task.__name__}")
+        if not dry_run:
+            task.wake(client_id)
+    return lines
 
 
 # Servers ----------------------------------------------------------------------------------------
 
+@job("bootstrap OpenVPN server {0}")
 def bootstrap_server(server_id: int) -> str:
     """Prepare one server (see `service.bootstrap_server`); the result is kept on the server for its page."""
     actor = Actor.worker(current_job_id())
@@ -145,6 +136,7 @@ def bootstrap_server(server_id: int) -> str:
         return "; ".join(changes)
 
 
+@job("poll OpenVPN servers for sessions")
 def poll_servers() -> str:
     """One `ovpn-client status` per server: who is connected, from where, how many bytes. An unreachable
     server is noted on its row, not fatal."""

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.crypto import EncryptedText
 from portal.extensions import db
-from portal.jobs import Lifecycle
+from portal.lifecycle import Lifecycle
 from portal.remote import ManagedHost
 from portal.types import UTCDateTime, utcnow
 
@@ -74,9 +74,6 @@ class Status(enum.StrEnum):
     REVOKED = "revoked"
 
 
-# States a worker still has to move on; the reconciler re-enqueues rows stuck in them.
-IN_FLIGHT = (Status.PENDING, Status.PROVISIONING, Status.REVOKING)
-REVOCABLE = (Status.PENDING, Status.FAILED, Status.ACTIVE)
 UNIQUE_NAME_INDEX = "uq_vpn_clients_server_id_lower_name"
 
 
@@ -90,6 +87,8 @@ class VpnClient(Lifecycle, db.Model):
     """
 
     __tablename__ = "vpn_clients"
+    IN_FLIGHT = (Status.PENDING, Status.PROVISIONING, Status.REVOKING)  # a worker must act
+    REVOCABLE = (Status.PENDING, Status.FAILED, Status.ACTIVE)
     __table_args__ = (
         CheckConstraint(f"status IN ({', '.join(repr(s.value) for s in Status)})", name="status"),
         Index(UNIQUE_NAME_INDEX, "server_id", func.lower(text("name")), unique=True),

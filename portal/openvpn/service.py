@@ -10,25 +10,23 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network
 
 from sqlalchemy import exists, func, select
 
 from portal import live
 from portal.audit.service import Actor, record
-from portal.errors import Conflict, DomainError, FieldError
+from portal.errors import Conflict, DomainError, FieldError, unique_or_conflict
 from portal.extensions import db
-from portal.jobs import claim_row, compare_and_set, finish_row
+from portal.lifecycle import claim_row, compare_and_set, finish_row
 from portal.openvpn.driver import Session, check_base_dir, driver_for
 from portal.openvpn.models import (
     CLIENT_NAME,
     CLIENT_NAME_RULE,
     DRIVERS,
-    IN_FLIGHT,
     PROTOCOLS,
     RESERVED_NAMES,
-    REVOCABLE,
     OpenVpnServer,
     Status,
     VpnClient,
@@ -187,8 +185,8 @@ def add_client(actor: Actor, tenant_id: int, name: str) -> VpnClient:
     if name_taken(server.id, name):
         raise Conflict(name_taken_message(name))
     client = VpnClient(tenant_id=tenant_id, server_id=server.id, name=name, status=Status.PENDING)
-    db.session.add(client)
-    db.session.flush()
+    with unique_or_conflict(name_taken_message(name)):
+        db.session.add(client)
     record("client.created", actor, tenant_id=tenant_id, target=client,
            details={"name": name, "server": server.name})
     _status_hint(client)
@@ -197,9 +195,9 @@ def add_client(actor: Actor, tenant_id: int, name: str) -> VpnClient:
 
 # Human-initiated transitions --------------------------------------------------------------------
 
-def request_revoke(actor: Actor, client: VpnClient) -> None:
+def request_revocation(actor: Actor, client: VpnClient) -> None:
     """Mark the client for revocation (irreversible); a job revokes the certificate on the server."""
-    if not compare_and_set(VpnClient, client.id, REVOCABLE, status=Status.REVOKING, last_error=None):
+    if not compare_and_set(VpnClient, client.id, VpnClient.REVOCABLE, status=Status.REVOKING, last_error=None):
         db.session.refresh(client)
         raise Conflict(_cannot_revoke_reason(client.status))
     db.session.refresh(client)
@@ -235,14 +233,6 @@ def claim(client_id: int, from_states: Sequence[str], to_state: str) -> VpnClien
 
 def finish(client_id: int, attempt: int, from_state: str, **values) -> VpnClient | None:
     return finish_row(VpnClient, client_id, attempt, from_state, **values)
-
-
-def stuck_clients(older_than_seconds: int) -> Sequence[VpnClient]:
-    """Clients in a non-terminal state that no one has moved for a while."""
-    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
-    return db.session.scalars(
-        select(VpnClient).where(VpnClient.status.in_(list(IN_FLIGHT)), VpnClient.updated_at <= cutoff)
-        .order_by(VpnClient.id)).all()
 
 
 # Queries ----------------------------------------------------------------------------------------

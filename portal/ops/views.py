@@ -7,11 +7,13 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from flask import Blueprint, current_app, jsonify
-from rq import Worker
 from sqlalchemy import func, select, text
 
+from portal.errors import describe
 from portal.extensions import csrf, db
-from portal.jobs import describe, queue, redis_connection
+from portal.jobs import queue
+from portal.jobs.worker import live_workers
+from portal.redis_client import redis_connection
 from portal.types import utcnow
 from portal.wireguard.models import Hub
 
@@ -53,9 +55,9 @@ def _redis() -> dict:
 
 def _queue() -> dict:
     jobs = queue()
-    workers = Worker.count(queue=jobs)
+    workers = live_workers(redis_connection())
     if not workers:
-        return {"state": "error", "error": "no worker is registered on the queue", "depth": len(jobs)}
+        return {"state": "error", "error": "no worker is alive (none sent a heartbeat lately)", "depth": len(jobs)}
     return {"depth": len(jobs), "workers": workers}
 
 

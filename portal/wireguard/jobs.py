@@ -1,15 +1,21 @@
-"""Provisioning, revocation and reconciliation jobs for WireGuard configurations.
+"""WireGuard jobs: one batch per hub for provisioning, revocation and rotation; the sweep; hub bootstrap,
+reconciliation and monitoring.
 
-Each job is a fenced transition (`portal.jobs.run_transition`): it holds the configuration's Redis lock,
-claims the row with a compare-and-set that bumps `attempt`, writes an intent audit row, calls the hub
-driver (an "ensure" operation), then writes the outcome only if its attempt is still the current one.
-Any step may run twice.
+`sync_hub` holds the hub's lock and works in rounds: it claims every configuration of the hub that waits
+for work (one UPDATE ... RETURNING that bumps each row's `attempt`, up to PORTAL_BATCH_SIZE), audits the
+intents, applies every change in one driver call (one SSH session, one `wg set`, one `wg show dump` to
+verify), and writes every outcome, fenced by `attempt`, in one transaction. A peer that fails fails its
+configuration, not the batch. Requests that arrive during a round are taken by the next round, so under
+load a hub gets a few large batches, not a job per router. Every step is an "ensure": any may run twice.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from flask import current_app
@@ -17,8 +23,13 @@ from sqlalchemy import select
 
 from portal import live
 from portal.audit.service import Actor, record
+from portal.errors import TransientError, describe
 from portal.extensions import db
-from portal.jobs import Transition, Work, current_job_id, describe, enqueue, lock_is_held, run_transition, work_lock
+from portal.ipam.models import TenantSubnet
+from portal.jobs import LockBusy, current_job_id, job, work_lock
+from portal.jobs.lock import lock_is_held
+from portal.jobs.runner import Transition, hint, retry_time
+from portal.lifecycle import claim_due, due_scopes, finish_rows
 from portal.remote import RemoteCommandFailed
 from portal.types import utcnow
 from portal.wireguard import hubs, service
@@ -28,183 +39,250 @@ from portal.wireguard.wgtext import HubDump, Peer
 
 log = logging.getLogger(__name__)
 
-
-def lock_name(configuration_id: int) -> str:
-    return f"vpn_configuration:{configuration_id}"
-
-
-def enqueue_provision(configuration_id: int) -> None:
-    enqueue("portal.wireguard.jobs.provision_configuration", configuration_id,
-            description=f"provision WireGuard configuration {configuration_id}")
-
-
-def enqueue_revoke(configuration_id: int) -> None:
-    enqueue("portal.wireguard.jobs.revoke_configuration", configuration_id,
-            description=f"revoke WireGuard configuration {configuration_id}")
-
-
-def enqueue_rotate(configuration_id: int) -> None:
-    enqueue("portal.wireguard.jobs.rotate_configuration", configuration_id,
-            description=f"rotate the keys of WireGuard configuration {configuration_id}")
-
-
 PROVISION = Transition("configuration.provision", claim_from=(Status.PENDING, Status.PROVISIONING),
                        working=Status.PROVISIONING, on_transient=Status.PENDING, on_failure=Status.FAILED)
-# Revocation and rotation never give up half way: they stay in their state and retries or the reconciler
-# finish them.
+# Revocation and rotation never give up half way: they stay in their state, and later batches finish them.
 REVOKE = Transition("configuration.revoke", claim_from=(Status.REVOKING,), working=Status.REVOKING,
                     on_transient=Status.REVOKING, on_failure=Status.REVOKING)
 ROTATE = Transition("configuration.rotate", claim_from=(Status.ROTATING,), working=Status.ROTATING,
                     on_transient=Status.ROTATING, on_failure=Status.ROTATING)
-
-
-def _run(transition: Transition, configuration_id: int, prepare, complete) -> str:
-    return run_transition(transition, configuration_id, lock=lock_name(configuration_id),
-                          claim=service.claim, finish=service.finish, prepare=prepare, complete=complete)
-
-
-def provision_configuration(configuration_id: int) -> str:
-    def prepare(configuration: VpnConfiguration) -> Work:
-        hub, peer = configuration.hub, hubs.configuration_peer(configuration)
-        bootstrap_first = hub.managed and not configuration.subnet.on_hub
-
-        def apply() -> None:
-            if bootstrap_first:
-                _bootstrap_for_new_tenant(hub.id)
-            verify_applied(driver_for(hub).apply_peer(hub, peer), peer)
-        return Work(apply, _detached_hub_details(hub))
-
-    def complete(configuration_id: int, attempt: int, _result) -> VpnConfiguration | None:
-        return service.finish(configuration_id, attempt, Status.PROVISIONING,
-                              status=Status.ACTIVE, activated_at=utcnow(), last_error=None)
-    return _run(PROVISION, configuration_id, prepare, complete)
-
-
-def revoke_configuration(configuration_id: int) -> str:
-    def prepare(configuration: VpnConfiguration) -> Work:
-        hub = configuration.hub
-        keys = [key for key in (configuration.public_key, configuration.next_public_key) if key]
-        return Work(lambda: verify_removed(driver_for(hub).apply_peers(hub, remove=keys), keys),
-                    _detached_hub_details(hub))
-
-    def complete(configuration_id: int, attempt: int, _result) -> VpnConfiguration | None:
-        return service.finish(configuration_id, attempt, Status.REVOKING, status=Status.REVOKED,
-                              revoked_at=utcnow(), private_key=None, preshared_key=None, next_public_key=None,
-                              next_private_key=None, next_preshared_key=None, last_error=None)
-    return _run(REVOKE, configuration_id, prepare, complete)
-
-
-def rotate_configuration(configuration_id: int) -> str:
-    """Swap the peer on the hub for the one with the new keys (one `wg set`), then make the new keys current."""
-    def prepare(configuration: VpnConfiguration) -> Work:
-        hub, old_key, new_peer = configuration.hub, configuration.public_key, hubs.next_peer(configuration)
-
-        def swap() -> None:
-            state = driver_for(hub).apply_peers(hub, apply=[new_peer], remove=[old_key])
-            verify_applied(state, new_peer)
-            verify_removed(state, [old_key])
-        return Work(swap, _detached_hub_details(hub))
-
-    return _run(ROTATE, configuration_id, prepare,
-                lambda configuration_id, attempt, _result: service.finish_rotation(configuration_id, attempt))
-
-
-def _detached_hub_details(hub: Hub) -> dict:
-    """The intent's details; the hub is detached so the side effect can use it after the intent's commit."""
-    details = {"hub": hub.name, "driver": hub.driver}
-    db.session.expunge(hub)
-    return details
-
-
-def _bootstrap_for_new_tenant(hub_id: int) -> None:
-    """A tenant's first configuration on a managed hub: the hub gets its address and firewall rules first."""
-    with work_lock(hub_lock(hub_id)):
-        hubs.bootstrap(Actor.worker(current_job_id()), db.session.get(Hub, hub_id))
-        db.session.commit()
+TRANSITIONS = {transition.working: transition for transition in (PROVISION, REVOKE, ROTATE)}
+# What a claim does to each waiting status: the state the batch works in.
+CLAIM_MOVES = {state: transition.working for transition in TRANSITIONS.values() for state in transition.claim_from}
+LOCK_WAIT = 1.0  # a job that finds its hub busy leaves: the running batch looks for more work before it ends
 
 
 def hub_lock(hub_id: int) -> str:
     return f"hub:{hub_id}"
 
 
-def enqueue_bootstrap(hub_id: int) -> None:
-    enqueue("portal.wireguard.jobs.bootstrap_hub", hub_id, description=f"bootstrap hub {hub_id}")
+# One batch per hub ------------------------------------------------------------------------------
+
+@dataclass
+class Change:
+    """What one claimed configuration asks of its hub, and how to tell from the hub's dump that it happened."""
+
+    configuration_id: int
+    attempt: int
+    working: str
+    tenant_id: int
+    apply: list[Peer] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+
+    def check(self, state: HubDump | None) -> None:
+        verify_applied(state, *self.apply)
+        verify_removed(state, self.remove)
 
 
-def bootstrap_hub(hub_id: int) -> str:
-    """Bring a hub to the desired state (after a platform admin asked, or a tenant's firewall setting changed).
-    A failure is audited on the hub, so its page can say why."""
+@job("apply waiting WireGuard changes on hub {0}", coalesce=True)
+def sync_hub(hub_id: int) -> str:
+    """Batches for the hub until none waits (or half the job timeout passed: then the next job goes on)."""
+    try:
+        with work_lock(hub_lock(hub_id), wait=LOCK_WAIT):
+            return _batches(hub_id)
+    except LockBusy:
+        return "another worker's batch takes the rest"
+
+
+def _batches(hub_id: int) -> str:
+    """Rounds until none is claimed, or one only met a hub that does not answer (its rows wait for their
+    `retry_at`), or half the job timeout passed (then the next job goes on)."""
+    deadline = time.monotonic() + current_app.config["PORTAL_JOB_TIMEOUT"] / 2
+    outcomes: Counter[str] = Counter()
+    while batch := run_batch(hub_id):
+        outcomes.update(batch)
+        if set(batch) == {"retry"}:
+            break
+        if time.monotonic() > deadline:
+            sync_hub.wake(hub_id)
+            break
+    return ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items())) or "nothing to do"
+
+
+def run_batch(hub_id: int) -> Counter[str] | None:
+    """Claim, apply and record one batch for the hub (the caller holds its lock); None when nothing waits."""
     actor = Actor.worker(current_job_id())
-    with work_lock(hub_lock(hub_id)):
-        hub = db.session.get(Hub, hub_id)
+    rows = claim_due(VpnConfiguration, VpnConfiguration.hub_id == hub_id, CLAIM_MOVES,
+                     current_app.config["PORTAL_BATCH_SIZE"])
+    if not rows:
+        db.session.rollback()
+        return None
+    hub = db.session.get(Hub, hub_id)
+    changes = [_change(row) for row in rows]
+    bootstrap_first = hub.managed and _tenant_new_on_hub(rows)
+    details = {"hub": hub.name, "driver": hub.driver, "batch": len(rows)}
+    for row in rows:
+        action = TRANSITIONS[row.status].action
+        record(f"{action}.started", actor, tenant_id=row.tenant_id, target=row,
+               details={"attempt": row.attempt, **details})
+        hint(action, row, f"{action}.started")
+    db.session.expunge(hub)  # loaded, and kept loaded through the commit, for the side effect
+    db.session.commit()
+    results = _apply(actor, hub, changes, bootstrap_first)
+    outcomes = _record_outcomes(actor, changes, results)
+    db.session.commit()
+    return outcomes
+
+
+def _change(row: VpnConfiguration) -> Change:
+    change = Change(row.id, row.attempt, row.status, row.tenant_id)
+    if row.status == Status.PROVISIONING:
+        change.apply.append(hubs.configuration_peer(row))
+    elif row.status == Status.REVOKING:
+        change.remove.extend(key for key in (row.public_key, row.next_public_key) if key)
+    else:  # rotating: the new peer in place of the old one, in one `wg set`
+        change.apply.append(hubs.next_peer(row))
+        change.remove.append(row.public_key)
+    return change
+
+
+def _tenant_new_on_hub(rows: Sequence[VpnConfiguration]) -> bool:
+    """A tenant's first configuration on a managed hub: the hub needs its address and firewall rules first."""
+    subnet_ids = {row.subnet_id for row in rows if row.status == Status.PROVISIONING}
+    return bool(subnet_ids) and db.session.scalar(
+        select(TenantSubnet.id).where(TenantSubnet.id.in_(subnet_ids), TenantSubnet.on_hub.is_(False)).limit(1)
+    ) is not None
+
+
+def _apply(actor: Actor, hub: Hub, changes: list[Change], bootstrap_first: bool) -> list[Exception | None]:
+    """Every change in one driver call; each change's error, or None."""
+    if bootstrap_first:
         try:
-            changes = hubs.bootstrap(actor, hub)
+            _bootstrap(actor, hub.id)
         except Exception as error:
             db.session.rollback()
-            record("hub.bootstrap.failed", actor, tenant_id=None, target=db.session.get(Hub, hub_id),
-                   details={"error": describe(error)})
-            db.session.commit()
-            raise
-        db.session.commit()
-        return "; ".join(changes)
+            return [error] * len(changes)
+    return _apply_peers(hub, changes)
 
 
-def verify_applied(state: HubDump | None, peer: Peer) -> None:
-    """The hub's own report, taken right after the change, must show the peer as wanted."""
+def _apply_peers(hub: Hub, changes: list[Change]) -> list[Exception | None]:
+    """A batch the hub refuses as a whole is tried change by change, so one bad peer fails only its own
+    configuration; an unreachable hub makes every change wait for a retry."""
+    try:
+        state = driver_for(hub).apply_peers(hub, apply=[peer for change in changes for peer in change.apply],
+                                            remove=[key for change in changes for key in change.remove])
+    except RemoteCommandFailed as error:
+        if len(changes) == 1:
+            return [error]
+        return [result for change in changes for result in _apply_peers(hub, [change])]
+    except Exception as error:
+        return [error] * len(changes)
+    return [_checked(change, state) for change in changes]
+
+
+def _checked(change: Change, state: HubDump | None) -> Exception | None:
+    try:
+        change.check(state)
+    except RemoteCommandFailed as error:
+        return error
+    return None
+
+
+def _bootstrap(actor: Actor, hub_id: int) -> None:
+    hubs.bootstrap(actor, db.session.get(Hub, hub_id))
+    db.session.commit()
+
+
+def _record_outcomes(actor: Actor, changes: list[Change], results: list[Exception | None]) -> Counter[str]:
+    succeeded = [change for change, error in zip(changes, results, strict=True) if error is None]
+    rows = _finish_succeeded(succeeded)
+    outcomes: Counter[str] = Counter()
+    for change in succeeded:
+        row = rows.get(change.configuration_id)
+        if row is None:
+            outcomes["superseded"] += 1
+            continue
+        action = TRANSITIONS[change.working].action
+        record(f"{action}.succeeded", actor, tenant_id=row.tenant_id, target=row, details={"attempt": change.attempt})
+        hint(action, row, f"{action}.succeeded")
+        outcomes[row.status] += 1
+    for change, error in zip(changes, results, strict=True):
+        if error is not None:
+            outcomes[_record_failure(actor, change, error)] += 1
+    return outcomes
+
+
+def _finish_succeeded(changes: list[Change]) -> dict[int, VpnConfiguration]:
+    """Write every success fenced by its attempt: one UPDATE per kind of change (rotations one by one, each
+    takes its own new keys). Revoked configurations free their addresses."""
+    now, finished = utcnow(), []
+    by_state: dict[str, dict[int, int]] = {}
+    for change in changes:
+        by_state.setdefault(change.working, {})[change.configuration_id] = change.attempt
+    finished += finish_rows(VpnConfiguration, by_state.get(Status.PROVISIONING, {}), Status.PROVISIONING,
+                            status=Status.ACTIVE, activated_at=now, last_error=None)
+    finished += finish_rows(VpnConfiguration, by_state.get(Status.REVOKING, {}), Status.REVOKING,
+                            status=Status.REVOKED, revoked_at=now, last_error=None, **service.REVOKED_KEYS)
+    for configuration_id, attempt in by_state.get(Status.ROTATING, {}).items():
+        finished.append(service.finish_rotation(configuration_id, attempt))
+    rows = {row.id: row for row in finished if row is not None}
+    service.release_addresses([row for row in rows.values() if row.status == Status.REVOKED])
+    return rows
+
+
+def _record_failure(actor: Actor, change: Change, error: Exception) -> str:
+    transition = TRANSITIONS[change.working]
+    transient = isinstance(error, TransientError)
+    message = describe(error)
+    row = service.finish(change.configuration_id, change.attempt, change.working,
+                         status=transition.on_transient if transient else transition.on_failure,
+                         last_error=message, retry_at=retry_time(change.attempt))
+    if row is None:
+        return "superseded"
+    outcome = "retry" if transient else "failed"
+    record(f"{transition.action}.{outcome}", actor, tenant_id=row.tenant_id, target=row,
+           details={"attempt": change.attempt, "error": message})
+    hint(transition.action, row, f"{transition.action}.{outcome}")
+    return outcome
+
+
+def verify_applied(state: HubDump | None, *peers: Peer) -> None:
+    """The hub's own report, taken right after the change, must show each peer as wanted."""
     if state is None:  # an unmanaged hub reports nothing
         return
-    seen = state.peers.get(peer.public_key)
-    if seen is None or not seen.matches(peer):
-        raise RemoteCommandFailed("the hub does not show the peer as applied")
+    for peer in peers:
+        seen = state.peers.get(peer.public_key)
+        if seen is None or not seen.matches(peer):
+            raise RemoteCommandFailed("the hub does not show the peer as applied")
 
 
-def verify_removed(state: HubDump | None, public_keys: list[str]) -> None:
+def verify_removed(state: HubDump | None, public_keys: Sequence[str]) -> None:
     if state is not None and any(key in state.peers for key in public_keys):
         raise RemoteCommandFailed("the hub still shows the peer after removing it")
 
 
-ENQUEUE_BY_STATUS = {
-    Status.PENDING: ("provision", enqueue_provision),
-    Status.PROVISIONING: ("provision", enqueue_provision),
-    Status.REVOKING: ("revoke", enqueue_revoke),
-    Status.ROTATING: ("rotate", enqueue_rotate),
-}
+# The sweep and reconciliation -------------------------------------------------------------------
+
+def hubs_with_waiting_work(idle: timedelta) -> list[int]:
+    """Hubs with configurations that wait for work (due, and untouched for `idle`) and whose lock no worker
+    holds: their wake-up was lost, or their worker died."""
+    return [hub_id for hub_id in due_scopes(VpnConfiguration, VpnConfiguration.hub_id, VpnConfiguration.IN_FLIGHT, idle)
+            if not lock_is_held(hub_lock(hub_id))]
 
 
-@dataclass(frozen=True)
-class Requeue:
-    configuration_id: int
-    status: str
-
-    def __str__(self) -> str:
-        return f"configuration {self.configuration_id} ({self.status}): enqueue {ENQUEUE_BY_STATUS[self.status][0]}"
+def sweep() -> list[int]:
+    """Wake a batch for every hub with waiting work that no job is doing (every PORTAL_SWEEP_INTERVAL)."""
+    hub_ids = hubs_with_waiting_work(timedelta(seconds=current_app.config["PORTAL_SWEEP_INTERVAL"]))
+    for hub_id in hub_ids:
+        sync_hub.wake(hub_id)
+    return hub_ids
 
 
 def reconcile(dry_run: bool = False) -> list[str]:
-    """Re-enqueue every configuration stuck in a non-terminal state whose lock no worker holds, and compare
-    every managed hub with the database (a job per hub; with `dry_run`, here and now).
-
-    Returns what it did (or, with `dry_run`, would do), one line per configuration or hub repair.
-    """
-    grace = current_app.config["PORTAL_RECONCILE_GRACE"]
-    requeues = [
-        Requeue(configuration.id, configuration.status)
-        for configuration in service.stuck_configurations(grace)
-        if not lock_is_held(lock_name(configuration.id))
-    ]
+    """Wake the hubs whose work waits (however briefly: a person or the periodic reconciler asked), and compare
+    every managed hub with the database (a job per hub; with `dry_run`, here and now). Returns what it did (or
+    would do), one line per hub or repair."""
+    waiting = hubs_with_waiting_work(timedelta(0))
     managed = hubs.managed_hubs()
+    names = {hub.id: hub.name for hub in db.session.scalars(select(Hub).where(Hub.id.in_(waiting)))}
+    lines = [f"hub {names[hub_id]}: configurations wait for work: wake its batch" for hub_id in waiting]
     if dry_run:
-        return [str(requeue) for requeue in requeues] + [line for hub in managed for line in _dry_run_hub(hub)]
-    actor = Actor.worker(current_job_id())
-    for requeue in requeues:
-        ENQUEUE_BY_STATUS[requeue.status][1](requeue.configuration_id)
-        configuration = db.session.get(VpnConfiguration, requeue.configuration_id)
-        record("configuration.reconcile.requeued", actor, tenant_id=configuration.tenant_id,
-               target=configuration, details={"status": requeue.status})
-    db.session.commit()
+        return lines + [line for hub in managed for line in _dry_run_hub(hub)]
+    for hub_id in waiting:
+        sync_hub.wake(hub_id)
     for hub in managed:
-        enqueue("portal.wireguard.jobs.reconcile_hub", hub.id, description=f"compare hub {hub.name} with the database")
-    return [str(requeue) for requeue in requeues] + [f"hub {hub.name}: enqueue comparison" for hub in managed]
+        reconcile_hub.wake(hub.id)
+    return lines + [f"hub {hub.name}: enqueue comparison" for hub in managed]
 
 
 def _dry_run_hub(hub: Hub) -> list[str]:
@@ -214,6 +292,7 @@ def _dry_run_hub(hub: Hub) -> list[str]:
         return [f"hub {hub.name}: cannot compare: {describe(error)}"]
 
 
+@job("compare hub {0} with the database", coalesce=True)
 def reconcile_hub(hub_id: int) -> str:
     """Repair one hub's drift from the database; the result is kept on the hub for its page."""
     actor = Actor.worker(current_job_id())
@@ -233,6 +312,28 @@ def reconcile_hub(hub_id: int) -> str:
         return hub.last_reconcile_result if not lines else f"{len(lines)} repair(s)"
 
 
+@job("bootstrap hub {0}")
+def bootstrap_hub(hub_id: int) -> str:
+    """Bring a hub to the desired state (after a platform admin asked, or a tenant's firewall setting changed).
+    A failure is audited on the hub, so its page can say why."""
+    actor = Actor.worker(current_job_id())
+    with work_lock(hub_lock(hub_id)):
+        hub = db.session.get(Hub, hub_id)
+        try:
+            changes = hubs.bootstrap(actor, hub)
+        except Exception as error:
+            db.session.rollback()
+            record("hub.bootstrap.failed", actor, tenant_id=None, target=db.session.get(Hub, hub_id),
+                   details={"error": describe(error)})
+            db.session.commit()
+            raise
+        db.session.commit()
+        return "; ".join(changes)
+
+
+# Monitoring ---------------------------------------------------------------------------------------
+
+@job("poll hubs for handshakes and traffic")
 def poll_hubs() -> str:
     """One `wg show dump` per managed hub: handshakes, endpoints, traffic. An unreachable hub is noted, not fatal."""
     config = current_app.config

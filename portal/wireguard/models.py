@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from portal.crypto import EncryptedText
 from portal.extensions import db
 from portal.ipam.models import TenantSubnet
-from portal.jobs import Lifecycle
+from portal.lifecycle import Lifecycle
 from portal.remote import ManagedHost
 from portal.types import UTCDateTime, utcnow
 
@@ -81,9 +81,6 @@ class Status(enum.StrEnum):
     ROTATING = "rotating"
 
 
-# States a worker still has to move on; the reconciler re-enqueues rows stuck in them.
-IN_FLIGHT = (Status.PENDING, Status.PROVISIONING, Status.REVOKING, Status.ROTATING)
-REVOCABLE = (Status.PENDING, Status.FAILED, Status.ACTIVE, Status.ROTATING)
 LIVE_ONLY = text("status <> 'revoked'")
 
 
@@ -95,6 +92,8 @@ class VpnConfiguration(Lifecycle, db.Model):
     """
 
     __tablename__ = "vpn_configurations"
+    IN_FLIGHT = (Status.PENDING, Status.PROVISIONING, Status.REVOKING, Status.ROTATING)  # a worker must act
+    REVOCABLE = (Status.PENDING, Status.FAILED, Status.ACTIVE, Status.ROTATING)
     __table_args__ = (
         CheckConstraint(f"status IN ({', '.join(repr(s.value) for s in Status)})", name="status"),
         # Among configurations that are not revoked: one address per tenant, one per router.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from ipaddress import IPv4Network
 
 from flask import current_app
@@ -19,15 +19,14 @@ from sqlalchemy.orm import selectinload
 from portal import live
 from portal.audit.service import Actor, record
 from portal.crypto import generate_keypair, generate_preshared_key
-from portal.errors import Conflict, DomainError
+from portal.errors import Conflict, DomainError, unique_or_conflict
 from portal.extensions import db
 from portal.ipam import service as ipam
 from portal.ipam.models import TenantSubnet
 from portal.ipam.pool import host_address, hub_address
-from portal.jobs import claim_row, compare_and_set, finish_row
-from portal.types import utcnow
+from portal.lifecycle import compare_and_set, finish_row
 from portal.wireguard.charts import Sample
-from portal.wireguard.models import IN_FLIGHT, REVOCABLE, Hub, Router, Status, TrafficSample, VpnConfiguration
+from portal.wireguard.models import Hub, Router, Status, TrafficSample, VpnConfiguration
 from portal.wireguard.render import PeerConfig
 
 ROUTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
@@ -35,6 +34,7 @@ ROUTER_NAME_RULE = (
     "1 to 64 characters: letters, digits, spaces, dots, dashes and underscores, starting with a letter or digit"
 )
 NOTE_MAX = 500
+ALREADY_CONFIGURED = "This router already has a configuration; revoke it before creating a new one."
 KIND = "configuration"  # what live hints call a VpnConfiguration (the prefix of its audit actions)
 
 
@@ -95,7 +95,8 @@ def add_router(actor: Actor, tenant_id: int, name: str, note: str = "") -> Route
     if name_taken(tenant_id, name):
         raise Conflict(f"You already have a router named {name!r}.")
     router = Router(tenant_id=tenant_id, name=name, note=note, configurations=[])  # known empty: no lazy load
-    db.session.add(router)
+    with unique_or_conflict(f"You already have a router named {name!r}."):
+        db.session.add(router)
     configuration = _new_configuration(router)
     record("router.created", actor, tenant_id=tenant_id, target=router, details={"name": name})
     _record_configuration_created(actor, configuration)
@@ -107,8 +108,9 @@ def add_configuration(actor: Actor, router: Router) -> VpnConfiguration:
     live = db.session.scalar(select(VpnConfiguration).where(
         VpnConfiguration.router_id == router.id, VpnConfiguration.status != Status.REVOKED))
     if live is not None:
-        raise Conflict("This router already has a configuration; revoke it before creating a new one.")
-    configuration = _new_configuration(router)
+        raise Conflict(ALREADY_CONFIGURED)
+    with unique_or_conflict(ALREADY_CONFIGURED):
+        configuration = _new_configuration(router)
     _record_configuration_created(actor, configuration)
     return configuration
 
@@ -143,7 +145,8 @@ def _record_configuration_created(actor: Actor, configuration: VpnConfiguration)
 
 def request_revocation(actor: Actor, configuration: VpnConfiguration) -> None:
     """Mark the configuration for revocation (irreversible); a job removes the peer."""
-    moved = compare_and_set(VpnConfiguration, configuration.id, REVOCABLE, status=Status.REVOKING, last_error=None)
+    moved = compare_and_set(VpnConfiguration, configuration.id, VpnConfiguration.REVOCABLE, status=Status.REVOKING,
+                            last_error=None)
     if not moved:
         db.session.refresh(configuration)
         raise Conflict(_cannot_revoke_reason(configuration.status))
@@ -206,14 +209,6 @@ def routers_page(tenant_id: int, *, search: str = "", sort: str = "name", descen
     return db.paginate(query, page=page, per_page=per_page, error_out=False)
 
 
-def live_configuration_counts(tenant_id: int) -> dict[str, int]:
-    rows = db.session.execute(
-        select(VpnConfiguration.status, func.count()).where(VpnConfiguration.tenant_id == tenant_id)
-        .group_by(VpnConfiguration.status)
-    ).all()
-    return {status: count for status, count in rows}
-
-
 def traffic_samples(configuration_id: int, since: datetime) -> list[Sample]:
     """The configuration's stored traffic samples since `since`, oldest first."""
     rows = db.session.execute(
@@ -244,16 +239,6 @@ def record_download(actor: Actor, configuration: VpnConfiguration, kind: str) ->
            details={"format": kind})
 
 
-def stuck_configurations(older_than_seconds: int) -> Sequence[VpnConfiguration]:
-    """Configurations in a non-terminal state that no one has moved for a while."""
-    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
-    return db.session.scalars(
-        select(VpnConfiguration)
-        .where(VpnConfiguration.status.in_(list(IN_FLIGHT)), VpnConfiguration.updated_at <= cutoff)
-        .order_by(VpnConfiguration.id)
-    ).all()
-
-
 # Worker-side transitions (fenced by `attempt`) ---------------------------------------------------
 
 def finish_rotation(configuration_id: int, attempt: int) -> VpnConfiguration | None:
@@ -266,14 +251,18 @@ def finish_rotation(configuration_id: int, attempt: int) -> VpnConfiguration | N
                   hub_rx_bytes=0, hub_tx_bytes=0, **new_keys)
 
 
-def claim(configuration_id: int, from_states: Sequence[str], to_state: str) -> VpnConfiguration | None:
-    return claim_row(VpnConfiguration, configuration_id, from_states, to_state)
+# What revocation forgets: a revoked configuration keeps only its public key, for the record.
+REVOKED_KEYS = {"private_key": None, "preshared_key": None, "next_public_key": None, "next_private_key": None,
+                "next_preshared_key": None}
 
 
 def finish(configuration_id: int, attempt: int, from_state: str, **values) -> VpnConfiguration | None:
-    """`finish_row` for configurations; a revoked configuration's address is free again."""
-    configuration = finish_row(VpnConfiguration, configuration_id, attempt, from_state, **values)
-    if configuration is not None and configuration.status == Status.REVOKED:
+    """`finish_row` for configurations."""
+    return finish_row(VpnConfiguration, configuration_id, attempt, from_state, **values)
+
+
+def release_addresses(revoked: Sequence[VpnConfiguration]) -> None:
+    """Revoked configurations' addresses are free again."""
+    for configuration in revoked:
         ipam.release_host(configuration.subnet_id, configuration.host_index)
         live.usage_changed(configuration.tenant_id)
-    return configuration

@@ -1,9 +1,9 @@
 """A worker process for tests, as `worker.py` runs, optionally with the hub driver swapped.
 
-    python tests/support/worker.py [--block-in-driver READY_FILE] [--burst]
+    python tests/support/worker.py [--block-in-driver READY_FILE] [--burst] [--name NAME]
 
 `--block-in-driver` replaces the `none` driver with one that touches READY_FILE and then blocks
-forever inside `apply_peers`: the test SIGKILLs this process in the middle of a job.
+forever inside `apply_peers`: the test SIGKILLs this process in the middle of a batch.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+import worker  # noqa: E402
 from portal import create_app  # noqa: E402
-from portal.jobs import make_worker  # noqa: E402
+from portal.jobs.worker import run  # noqa: E402
 from portal.wireguard import drivers  # noqa: E402
 
 
@@ -24,23 +25,21 @@ class BlockingDriver(drivers.NoneDriver):
     def __init__(self, ready_file: Path):
         self.ready_file = ready_file
 
-    def _block(self) -> None:
+    def apply_peers(self, hub, apply=(), remove=()) -> None:
         self.ready_file.touch()
         while True:
             time.sleep(1)
-
-    def apply_peers(self, hub, apply=(), remove=()) -> None:
-        self._block()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--block-in-driver", type=Path)
     parser.add_argument("--burst", action="store_true")
+    parser.add_argument("--name")
     args = parser.parse_args()
     if args.block_in_driver:
         drivers.DRIVERS["none"] = lambda hub: BlockingDriver(args.block_in_driver)
-    make_worker(create_app()).work(burst=args.burst)
+    run(create_app(), worker.PERIODIC, burst=args.burst, name=args.name)
 
 
 if __name__ == "__main__":

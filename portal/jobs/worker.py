@@ -1,0 +1,139 @@
+"""The worker: RQ's non-forking worker with the app built once, a heartbeat the portal owns, and the periodic
+work (sweep, monitoring, reconciliation) run by threads of the worker process itself.
+
+No helper process is forked: RQ's scheduler runs as a forked child that outlives a SIGKILLed worker and keeps
+its Redis sockets, so Redis kept the dead worker's blocking pop open and swallowed the next job. Retries need
+no scheduler here either: a row that must wait carries its own `retry_at`, and the sweep picks it up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask
+from redis import Redis
+from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
+from rq.worker import SimpleWorker
+
+from portal.extensions import db
+from portal.jobs.queue import queue
+from portal.redis_client import redis_connection
+
+log = logging.getLogger(__name__)
+
+HEARTBEATS = "portal:workers"  # a sorted set: worker name -> time of its last heartbeat
+HEARTBEAT_INTERVAL = 2.0
+HEARTBEAT_TTL = 3 * HEARTBEAT_INTERVAL  # a worker silent this long is dead (SIGKILL, power, partition)
+TICK_PREFIX = "portal:tick:"
+# RQ's own registration (which we no longer count) is refreshed every WORKER_TTL - 15 s while idle.
+WORKER_TTL = 60
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """Work one worker of the fleet does every `interval_setting` seconds."""
+
+    function: Callable[[], Any]
+    interval_setting: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.function.__module__}.{self.function.__qualname__}"
+
+
+class AppWorker(SimpleWorker):
+    """A non-forking RQ worker that runs each job inside its own app context.
+
+    Not forking keeps the preloaded app: a forking worker pays 20-300 ms per job to rebuild state.
+    """
+
+    max_connection_wait_time = 2.0  # back on a restarted Redis within two seconds, not a minute
+
+    def __init__(self, queues, *, app: Flask, **kwargs):
+        super().__init__(queues, serializer=JSONSerializer, worker_ttl=WORKER_TTL, **kwargs)
+        self.app = app
+
+    def execute_job(self, job: Job, queue: Queue):
+        with self.app.app_context():
+            return super().execute_job(job, queue)
+
+
+def make_worker(app: Flask, name: str | None = None) -> AppWorker:
+    with app.app_context():
+        return AppWorker([queue()], app=app, connection=redis_connection(), name=name)
+
+
+def run(app: Flask, periodic: Sequence[Periodic] = (), *, burst: bool = False, name: str | None = None) -> None:
+    """Work until stopped (or, with `burst`, until the queue is empty, with no heartbeat or periodic work)."""
+    worker = make_worker(app, name=name)
+    stop = threading.Event()
+    if not burst:
+        threads = [threading.Thread(target=_heartbeat, args=(app, worker.name, stop), name="heartbeat")]
+        threads += [threading.Thread(target=_every, args=(app, task, stop), name=task.name) for task in periodic]
+        for thread in threads:
+            thread.daemon = True
+            thread.start()
+    try:
+        worker.work(burst=burst)
+    finally:
+        stop.set()
+        if not burst:
+            with app.app_context():
+                _forget(worker.name)
+
+
+def live_workers(redis: Redis) -> int:
+    """Workers whose heartbeat is fresh; right within one heartbeat TTL after a SIGKILL or a FLUSHALL."""
+    now = time.time()
+    redis.zremrangebyscore(HEARTBEATS, "-inf", now - HEARTBEAT_TTL)
+    return redis.zcount(HEARTBEATS, now - HEARTBEAT_TTL, "+inf")
+
+
+def _heartbeat(app: Flask, name: str, stop: threading.Event) -> None:
+    with app.app_context():
+        while True:
+            try:
+                redis_connection().zadd(HEARTBEATS, {name: time.time()})
+            except Exception as error:  # Redis away: the next beat tries again
+                log.warning("heartbeat failed: %s", error)
+            if stop.wait(HEARTBEAT_INTERVAL):
+                return
+
+
+def _forget(name: str) -> None:
+    try:
+        redis_connection().zrem(HEARTBEATS, name)
+    except Exception as error:
+        log.warning("could not remove the heartbeat of %s: %s", name, error)
+
+
+def _every(app: Flask, task: Periodic, stop: threading.Event) -> None:
+    """Run `task` once per interval across the fleet: the worker that sets the interval's tick key runs it."""
+    interval = app.config[task.interval_setting]
+    while not stop.wait(interval):
+        with app.app_context():
+            try:
+                if redis_connection().set(TICK_PREFIX + task.name, "1", nx=True, ex=max(1, round(interval * 0.8))):
+                    task.function()
+                    db.session.commit()
+            except Exception:  # the database or Redis away for a moment: the next interval tries again
+                db.session.rollback()
+                log.exception("periodic %s failed", task.name)
+            finally:
+                db.session.remove()
+
+
+def no_worker_alive() -> bool:
+    """True when no worker would take queued work now (pages say so beside work that waits)."""
+    try:
+        return live_workers(redis_connection()) == 0
+    except Exception as error:
+        log.warning("cannot count live workers: %s", error)
+        return True
