@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from flask import flash
+from sqlalchemy.exc import IntegrityError
 
 from portal.errors import DomainError, show_on_form
 from portal.extensions import db
@@ -19,11 +20,24 @@ T = TypeVar("T")
 QUEUED_LATE = "The job queue did not answer just now; a worker picks the change up within seconds of its return."
 
 
-def act(change: Callable[[], T], then: Callable[[T], object], done: str) -> bool:
-    """Commit `change()`, run `then` on its result (wake the job) and flash `done`; or flash the error."""
+def commit(change: Callable[[], T]) -> T:
+    """Run `change()` and commit it. A unique index that refuses the commit means a concurrent twin (the same
+    name, the same router's configuration) committed a moment before: run the change once more, and its own
+    checks see the twin and raise the DomainError that says why."""
     try:
         result = change()
         db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        result = change()
+        db.session.commit()
+    return result
+
+
+def act(change: Callable[[], T], then: Callable[[T], object], done: str) -> bool:
+    """Commit `change()`, run `then` on its result (wake the job) and flash `done`; or flash the error."""
+    try:
+        result = commit(change)
     except DomainError as error:
         db.session.rollback()
         flash(str(error), "error")
@@ -37,8 +51,7 @@ def save_form(form, change: Callable[[], T], then: Callable[[T], object] | None 
     """Commit `change()`, run `then` on its result and return it; or show the error on the form (beside its
     field, or beside `near`) and return None."""
     try:
-        result = change()
-        db.session.commit()
+        result = commit(change)
     except DomainError as error:
         db.session.rollback()
         show_on_form(form, error, near)

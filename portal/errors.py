@@ -1,13 +1,6 @@
 """Errors raised on purpose: domain errors (their message is fit to show a user) and transient errors (worth
 trying again later)."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-from sqlalchemy.exc import IntegrityError
-
-from portal.extensions import db
-
 
 class DomainError(Exception):
     """Bad input or a state that forbids the action. Changes nothing; the message says why."""
@@ -59,14 +52,3 @@ def describe(error: Exception) -> str:
     text = str(error) or type(error).__name__
     return text[:ERROR_MAX]
 
-
-@contextmanager
-def unique_or_conflict(message: str) -> Iterator[None]:
-    """Flush what the block adds in a savepoint; a unique index that refuses it (a concurrent twin was
-    committed a moment ago) becomes a Conflict with `message`, and the rest of the transaction stands."""
-    try:
-        with db.session.begin_nested():
-            yield
-            db.session.flush()
-    except IntegrityError:
-        raise Conflict(message) from None

@@ -7,10 +7,10 @@ import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from portal.extensions import db
-from portal.wireguard.models import VpnConfiguration
+from portal.wireguard.models import Router, VpnConfiguration
 from tests import vectors
 from tests.conftest import CSRF_FIELD, served
 
@@ -42,14 +42,19 @@ class Browser:
         return match.group(1) or match.group(2)
 
 
+def logged_in(base_url: str, email: str) -> tuple[Browser, str]:
+    """A browser logged in as `email`, and the CSRF token of its session."""
+    browser = Browser(base_url)
+    status, _ = browser.request("/login", {"email": email, "password": vectors.PASSWORD,
+                                           "csrf_token": browser.csrf_token("/login")})
+    assert status == 302
+    return browser, browser.csrf_token("/routers/new")
+
+
 def test_simultaneous_add_router_requests_get_distinct_addresses(app, tenant_admin):
     tenant_id, email = tenant_admin
     with served(app) as base_url:
-        browser = Browser(base_url)
-        status, _ = browser.request("/login", {"email": email, "password": vectors.PASSWORD,
-                                               "csrf_token": browser.csrf_token("/login")})
-        assert status == 302
-        token = browser.csrf_token("/routers/new")
+        browser, token = logged_in(base_url, email)
 
         def add(index: int) -> int:
             return browser.request("/routers/new", {"name": f"burst-{index}", "csrf_token": token})[0]
@@ -64,3 +69,17 @@ def test_simultaneous_add_router_requests_get_distinct_addresses(app, tenant_adm
     assert len(addresses) == SIMULTANEOUS and len(set(addresses)) == SIMULTANEOUS
     host_numbers = sorted(int(address.rsplit(".", 1)[1]) for address in addresses)
     assert host_numbers == list(range(2, 2 + SIMULTANEOUS))  # lowest free first, no gaps
+
+
+def test_simultaneous_routers_of_one_name_make_one_router_and_clear_refusals(app, tenant_admin):
+    tenant_id, email = tenant_admin
+    with served(app) as base_url:
+        browser, token = logged_in(base_url, email)
+        with ThreadPoolExecutor(10) as pool:
+            answers = list(pool.map(lambda _: browser.request("/routers/new", {"name": "twin", "csrf_token": token}),
+                                    range(10)))
+
+    assert sorted(status for status, _ in answers) == [303] + [422] * 9
+    assert all("You already have a router named" in page for status, page in answers if status == 422)
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).where(Router.tenant_id == tenant_id)) == 1

@@ -17,7 +17,7 @@ from sqlalchemy import exists, func, select
 
 from portal import live
 from portal.audit.service import Actor, record
-from portal.errors import Conflict, DomainError, FieldError, unique_or_conflict
+from portal.errors import Conflict, DomainError, FieldError
 from portal.extensions import db
 from portal.lifecycle import claim_row, compare_and_set, finish_row
 from portal.openvpn.driver import Session, check_base_dir, driver_for
@@ -185,8 +185,8 @@ def add_client(actor: Actor, tenant_id: int, name: str) -> VpnClient:
     if name_taken(server.id, name):
         raise Conflict(name_taken_message(name))
     client = VpnClient(tenant_id=tenant_id, server_id=server.id, name=name, status=Status.PENDING)
-    with unique_or_conflict(name_taken_message(name)):
-        db.session.add(client)
+    db.session.add(client)
+    db.session.flush()
     record("client.created", actor, tenant_id=tenant_id, target=client,
            details={"name": name, "server": server.name})
     _status_hint(client)

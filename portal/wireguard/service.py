@@ -19,7 +19,7 @@ from sqlalchemy.orm import selectinload
 from portal import live
 from portal.audit.service import Actor, record
 from portal.crypto import generate_keypair, generate_preshared_key
-from portal.errors import Conflict, DomainError, unique_or_conflict
+from portal.errors import Conflict, DomainError
 from portal.extensions import db
 from portal.ipam import service as ipam
 from portal.ipam.models import TenantSubnet
@@ -95,8 +95,7 @@ def add_router(actor: Actor, tenant_id: int, name: str, note: str = "") -> Route
     if name_taken(tenant_id, name):
         raise Conflict(f"You already have a router named {name!r}.")
     router = Router(tenant_id=tenant_id, name=name, note=note, configurations=[])  # known empty: no lazy load
-    with unique_or_conflict(f"You already have a router named {name!r}."):
-        db.session.add(router)
+    db.session.add(router)
     configuration = _new_configuration(router)
     record("router.created", actor, tenant_id=tenant_id, target=router, details={"name": name})
     _record_configuration_created(actor, configuration)
@@ -109,8 +108,7 @@ def add_configuration(actor: Actor, router: Router) -> VpnConfiguration:
         VpnConfiguration.router_id == router.id, VpnConfiguration.status != Status.REVOKED))
     if live is not None:
         raise Conflict(ALREADY_CONFIGURED)
-    with unique_or_conflict(ALREADY_CONFIGURED):
-        configuration = _new_configuration(router)
+    configuration = _new_configuration(router)
     _record_configuration_created(actor, configuration)
     return configuration
 
