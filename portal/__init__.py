@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 from portal.config import build_config
 from portal.crypto import KEYRING_EXTENSION, Keyring
 from portal.extensions import csrf, db, login_manager, migrate
+from portal.jobs.worker import no_worker_alive
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -44,6 +45,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     _register_request_hooks(app)
     _register_error_pages(app)
     _register_commands(app)
+    app.jinja_env.globals["no_worker_alive"] = no_worker_alive
     return app
 
 

@@ -52,6 +52,14 @@ class Lifecycle:
         return self.status in self.RETRYABLE
 
     @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+    @property
     def revoked(self) -> bool:
         return self.status == "revoked"
 

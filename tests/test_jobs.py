@@ -24,7 +24,7 @@ from portal.errors import TransientError
 from portal.extensions import db
 from portal.jobs import queue
 from portal.jobs.lock import LOCK_PREFIX
-from portal.jobs.worker import Periodic, _every, live_workers
+from portal.jobs.worker import HEARTBEATS, Periodic, _every, live_workers
 from portal.lifecycle import claim_row
 from portal.redis_client import REDIS_EXTENSION, redis_connection
 from portal.wireguard import drivers, service
@@ -386,3 +386,20 @@ def test_a_dead_redis_lock_holder_frees_the_hub_within_the_lock_ttl(app):
         redis.set(LOCK_PREFIX + hub_lock(999_999), "dead-worker", px=int(app.config["PORTAL_LOCK_TTL"] * 1000))
         assert wait_for(lambda: not redis.exists(LOCK_PREFIX + hub_lock(999_999)), 10, "the lock to expire") <= (
             app.config["PORTAL_LOCK_TTL"] + 0.5)
+
+
+def test_pages_say_so_when_no_worker_is_running(app, admin_client):
+    with app.app_context():
+        redis_connection().delete(HEARTBEATS)
+    router_page = add_router(admin_client, "no-worker-yet").headers["Location"]
+    notice = "No worker is running"
+    assert notice in admin_client.get(router_page).get_data(as_text=True)
+    assert notice in admin_client.get("/routers").get_data(as_text=True)
+    with app.app_context():
+        redis_connection().zadd(HEARTBEATS, {"a-live-worker": time.time()})
+    try:
+        assert notice not in admin_client.get(router_page).get_data(as_text=True)
+        assert notice not in admin_client.get("/routers").get_data(as_text=True)
+    finally:
+        with app.app_context():
+            redis_connection().zrem(HEARTBEATS, "a-live-worker")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask
+from flask import Flask, g
 from redis import Redis
 from rq import Queue
 from rq.job import Job
@@ -131,9 +131,12 @@ def _every(app: Flask, task: Periodic, stop: threading.Event) -> None:
 
 
 def no_worker_alive() -> bool:
-    """True when no worker would take queued work now (pages say so beside work that waits)."""
-    try:
-        return live_workers(redis_connection()) == 0
-    except Exception as error:
-        log.warning("cannot count live workers: %s", error)
-        return True
+    """True when no worker would take queued work now (pages say so beside work that waits); asked once per
+    request."""
+    if "no_worker_alive" not in g:
+        try:
+            g.no_worker_alive = live_workers(redis_connection()) == 0
+        except Exception as error:
+            log.warning("cannot count live workers: %s", error)
+            g.no_worker_alive = True
+    return g.no_worker_alive

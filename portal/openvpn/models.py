@@ -114,5 +114,10 @@ class VpnClient(Lifecycle, db.Model):
     server: Mapped[OpenVpnServer] = relationship()
 
     @property
+    def monitored(self) -> bool:
+        """The server's sessions say something about it: it holds a certificate, or it is still connected."""
+        return self.status in (Status.ACTIVE, Status.REVOKING) or self.connected
+
+    @property
     def downloadable(self) -> bool:
         return self.status == Status.ACTIVE and self.bundle is not None

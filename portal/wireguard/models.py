@@ -136,6 +136,11 @@ class VpnConfiguration(Lifecycle, db.Model):
         return self.status != Status.REVOKED
 
     @property
+    def on_hub(self) -> bool:
+        """Its peer is on the hub (also while a rotation swaps in the new keys): handshakes and traffic count."""
+        return self.status in (Status.ACTIVE, Status.ROTATING)
+
+    @property
     def downloadable(self) -> bool:
         return self.status != Status.REVOKED and self.private_key is not None
 
