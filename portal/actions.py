@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from flask import flash
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from portal.errors import DomainError, show_on_form
 from portal.extensions import db
@@ -21,13 +21,16 @@ QUEUED_LATE = "The job queue did not answer just now; a worker picks the change 
 
 
 def commit(change: Callable[[], T]) -> T:
-    """Run `change()` and commit it. A unique index that refuses the commit means a concurrent twin (the same
-    name, the same router's configuration) committed a moment before: run the change once more, and its own
-    checks see the twin and raise the DomainError that says why."""
+    """Run `change()` and commit it, once more if the first try met either of two things a retry resolves:
+    a unique index that refused the commit (a concurrent twin, the same name or the same router's
+    configuration, committed a moment before: the retry's own checks see it and raise the DomainError that
+    says why), or a database connection that died under it (the database restarted or ended it)."""
     try:
         result = change()
         db.session.commit()
-    except IntegrityError:
+    except DBAPIError as error:
+        if not (isinstance(error, IntegrityError) or error.connection_invalidated):
+            raise
         db.session.rollback()
         result = change()
         db.session.commit()

@@ -6,9 +6,11 @@ past the limit, logins are refused until the window ends (the count is a rate li
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from flask import current_app
+from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -16,6 +18,7 @@ from portal.extensions import db
 from portal.redis_client import redis_connection
 from portal.tenancy.models import User
 
+log = logging.getLogger(__name__)
 PASSWORD_MIN = 10
 # One address may be a whole office behind NAT: it gets this many times the per-account limit.
 IP_LIMIT_FACTOR = 10
@@ -46,21 +49,48 @@ def authenticate(email: str, password: str, ip: str) -> LoginResult:
     """The user if the password matches and the login is not throttled."""
     email = email.strip().lower()
     config = current_app.config
-    redis = redis_connection()
     keys = _throttle_keys(email, ip)
-    email_failures, ip_failures = (int(value or 0) for value in redis.mget(keys))
-    limit = config["PORTAL_LOGIN_MAX_FAILURES"]
-    if email_failures >= limit or ip_failures >= limit * IP_LIMIT_FACTOR:
-        return LoginResult(retry_after=max(redis.ttl(key) for key in keys))
+    retry_after = _throttled(keys, config["PORTAL_LOGIN_MAX_FAILURES"])
+    if retry_after:
+        return LoginResult(retry_after=retry_after)
     user = db.session.scalar(select(User).where(func.lower(User.email) == email))
     if user is not None and user.active and check_password_hash(user.password_hash, password):
-        redis.delete(keys[0])
+        _forget_failures(keys[0])
         return LoginResult(user=user)
     if user is None:
         check_password_hash(_UNKNOWN_USER_HASH, password)
-    with redis.pipeline() as pipe:
-        for key in keys:  # the window starts at the first failure (SET NX works on Redis 6 too)
-            pipe.set(key, 0, ex=config["PORTAL_LOGIN_LOCKOUT_SECONDS"], nx=True)
-            pipe.incr(key)
-        pipe.execute()
+    _count_failure(keys, config["PORTAL_LOGIN_LOCKOUT_SECONDS"])
     return LoginResult()
+
+
+# Throttling lives in Redis. Without Redis, sign-in still works (unthrottled, and logged): a Redis outage must
+# not lock every user out of the portal.
+
+def _throttled(keys: list[str], limit: int) -> int:
+    """Seconds until the login may be tried again, or 0."""
+    try:
+        redis = redis_connection()
+        email_failures, ip_failures = (int(value or 0) for value in redis.mget(keys))
+        if email_failures >= limit or ip_failures >= limit * IP_LIMIT_FACTOR:
+            return max(1, *(redis.ttl(key) for key in keys))
+    except RedisError as error:
+        log.warning("login throttling unavailable (Redis: %s); the login goes on unthrottled", error)
+    return 0
+
+
+def _forget_failures(key: str) -> None:
+    try:
+        redis_connection().delete(key)
+    except RedisError as error:
+        log.warning("could not reset the login failure count (Redis: %s)", error)
+
+
+def _count_failure(keys: list[str], window: int) -> None:
+    try:
+        with redis_connection().pipeline() as pipe:
+            for key in keys:  # the window starts at the first failure (SET NX works on Redis 6 too)
+                pipe.set(key, 0, ex=window, nx=True)
+                pipe.incr(key)
+            pipe.execute()
+    except RedisError as error:
+        log.warning("could not count a failed login (Redis: %s)", error)

@@ -8,6 +8,7 @@ no scheduler here either: a row that must wait carries its own `retry_at`, and t
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -60,9 +61,15 @@ class AppWorker(SimpleWorker):
         super().__init__(queues, serializer=JSONSerializer, worker_ttl=WORKER_TTL, **kwargs)
         self.app = app
 
+    stopping = False  # a person or the supervisor asked it to stop (SIGTERM, SIGINT)
+
     def execute_job(self, job: Job, queue: Queue):
         with self.app.app_context():
             return super().execute_job(job, queue)
+
+    def request_stop(self, signum, frame):
+        self.stopping = True
+        super().request_stop(signum, frame)
 
 
 def make_worker(app: Flask, name: str | None = None) -> AppWorker:
@@ -73,20 +80,37 @@ def make_worker(app: Flask, name: str | None = None) -> AppWorker:
 def run(app: Flask, periodic: Sequence[Periodic] = (), *, burst: bool = False, name: str | None = None) -> None:
     """Work until stopped (or, with `burst`, until the queue is empty, with no heartbeat or periodic work)."""
     worker = make_worker(app, name=name)
-    stop = threading.Event()
+    heartbeat_name, stop = worker.name, threading.Event()
     if not burst:
-        threads = [threading.Thread(target=_heartbeat, args=(app, worker.name, stop), name="heartbeat")]
+        threads = [threading.Thread(target=_heartbeat, args=(app, heartbeat_name, stop), name="heartbeat")]
         threads += [threading.Thread(target=_every, args=(app, task, stop), name=task.name) for task in periodic]
         for thread in threads:
             thread.daemon = True
             thread.start()
     try:
-        worker.work(burst=burst)
+        for restart in itertools.count(1):
+            _work(worker, burst)
+            if burst or worker.stopping:
+                break
+            # RQ's loop quits on an error it does not expect (Redis gone while a job's result is saved): the
+            # process goes on with a fresh worker, so a Redis outage never needs a person to restart workers.
+            log.warning("worker %s left its loop without being asked to stop; starting again", worker.name)
+            time.sleep(1)
+            worker = make_worker(app, name=f"{name}-{restart}" if name else None)
     finally:
         stop.set()
         if not burst:
             with app.app_context():
-                _forget(worker.name)
+                _forget(heartbeat_name)
+
+
+def _work(worker: AppWorker, burst: bool) -> None:
+    try:
+        worker.work(burst=burst)
+    except Exception:  # RQ's own teardown can fail the same way (Redis still away)
+        if burst:
+            raise
+        log.exception("worker %s stopped on an error", worker.name)
 
 
 def live_workers(redis: Redis) -> int:
