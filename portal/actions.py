@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+import click
 from flask import flash
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -62,3 +63,12 @@ def save_form(form, change: Callable[[], T], then: Callable[[T], object] | None 
     if then is not None and then(result) is False:
         flash(QUEUED_LATE)
     return result
+
+
+def commit_or_exit(change: Callable[[], T]) -> T:
+    """`commit` for `flask` commands: a DomainError ends the command with its message."""
+    try:
+        return commit(change)
+    except DomainError as error:
+        db.session.rollback()
+        raise click.ClickException(str(error)) from error

@@ -1,4 +1,4 @@
-"""`flask` commands: tenants, users, demo seed, keys, audit, reconcile."""
+"""`flask` commands: tenants, users, demo seed, keys, audit; and each area's own (`hub`, `reconcile`, `openvpn`)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import Text, literal, select, type_coerce
 
+from portal.actions import commit_or_exit
 from portal.audit.service import Actor, verify_chain
 from portal.crypto import EncryptedText, current_keyring
 from portal.errors import DomainError
 from portal.extensions import db
+from portal.openvpn.cli import openvpn_cli
 from portal.tenancy import service as tenancy
 from portal.tenancy.models import Role
+from portal.wireguard.cli import hub_cli, reconcile_command
 
 CLI_ACTOR = Actor.system("cli")
 DEMO_TENANT = "Demo ISP"
@@ -26,23 +29,12 @@ tenants_cli = AppGroup("tenants", help="Create and list tenants.")
 users_cli = AppGroup("users", help="Create and list users.")
 keys_cli = AppGroup("keys", help="Encryption keys for secrets at rest.")
 audit_cli = AppGroup("audit", help="The tamper-evident audit log.")
-hub_cli = AppGroup("hub", help="WireGuard hubs: add, bootstrap, place tenants.")
-
-
-def _commit_or_fail(action):
-    try:
-        result = action()
-        db.session.commit()
-        return result
-    except DomainError as error:
-        db.session.rollback()
-        raise click.ClickException(str(error)) from error
 
 
 @tenants_cli.command("create")
 @click.argument("name")
 def create_tenant(name: str) -> None:
-    tenant = _commit_or_fail(lambda: tenancy.create_tenant(CLI_ACTOR, name))
+    tenant = commit_or_exit(lambda: tenancy.create_tenant(CLI_ACTOR, name))
     click.echo(f"tenant {tenant.id}: {tenant.name}")
 
 
@@ -67,7 +59,7 @@ def create_user(email: str, role: str, tenant_name: str | None, password: str) -
             tenant_id = tenant.id
         return tenancy.create_user(CLI_ACTOR, email, password, Role(role), tenant_id)
 
-    user = _commit_or_fail(create)
+    user = commit_or_exit(create)
     click.echo(f"user {user.id}: {user.email} ({user.role.value})")
 
 
@@ -146,94 +138,7 @@ def verify_audit() -> None:
                                f"({result.checked} events verified before it)")
 
 
-def _hub_named(name: str):
-    from portal.wireguard.models import Hub
-
-    hub = db.session.scalar(select(Hub).where(Hub.name == name))
-    if hub is None:
-        raise click.ClickException(f"No hub named {name!r}.")
-    return hub
-
-
-@hub_cli.command("add")
-@click.argument("name")
-@click.option("--endpoint", required=True, help="Public host name or address routers connect to.")
-@click.option("--port", default=51820, show_default=True)
-@click.option("--interface", default="wg0", show_default=True)
-@click.option("--driver", type=click.Choice(["ssh", "local", "none"]), default="ssh", show_default=True)
-@click.option("--public-key", default="", help="Unmanaged hubs (driver none) only.")
-@click.option("--ssh-host", default="")
-@click.option("--ssh-port", default=22, show_default=True)
-@click.option("--ssh-user", default="root", show_default=True)
-@click.option("--host-key", default="", help='The hub\'s SSH host key to pin: "ssh-ed25519 AAAA...".')
-@click.option("--ssh-key-file", type=click.File(), help="Private key the portal logs in with (stored encrypted).")
-def add_hub(name, endpoint, port, interface, driver, public_key, ssh_host, ssh_port, ssh_user, host_key,
-            ssh_key_file) -> None:
-    """Add a hub; managed hubs get a generated WireGuard key pair."""
-    from portal.wireguard.hubs import HubSettings, save_hub
-
-    settings = HubSettings(name=name, endpoint_host=endpoint, endpoint_port=port, interface=interface, driver=driver,
-                           public_key=public_key, ssh_host=ssh_host, ssh_port=ssh_port, ssh_user=ssh_user,
-                           ssh_host_key=host_key, ssh_private_key=ssh_key_file.read() if ssh_key_file else "")
-    hub = _commit_or_fail(lambda: save_hub(CLI_ACTOR, settings))
-    click.echo(f"hub {hub.id}: {hub.name} ({hub.driver}), public key {hub.public_key}")
-
-
-@hub_cli.command("list")
-def list_hubs() -> None:
-    from portal.wireguard.service import hubs_with_tenant_counts
-
-    for hub, tenants in hubs_with_tenant_counts():
-        click.echo(f"{hub.id}\t{hub.name}\t{hub.driver}\t{hub.endpoint_host}:{hub.endpoint_port}\t{tenants} tenants")
-
-
-@hub_cli.command("bootstrap")
-@click.argument("name")
-@click.option("--private-key-file", type=click.File(), help="Take this WireGuard private key instead of ours.")
-def bootstrap_hub(name: str, private_key_file) -> None:
-    """Prepare the hub over SSH: interface, addresses, peers, forwarding, tenant isolation. Safe to re-run."""
-    from portal.wireguard import hubs
-
-    hub = _hub_named(name)
-    private_key = private_key_file.read().strip() if private_key_file else None
-    try:
-        changes = _commit_or_fail(lambda: hubs.bootstrap(CLI_ACTOR, hub, private_key))
-    except Exception as error:
-        raise click.ClickException(f"bootstrap of {name} failed: {error}") from error
-    for line in changes:
-        click.echo(line)
-
-
-@hub_cli.command("place")
-@click.argument("tenant_name")
-@click.argument("hub_name")
-def place_tenant(tenant_name: str, hub_name: str) -> None:
-    """Put a tenant on a hub before its first router (otherwise it goes to the least-loaded hub)."""
-    from portal.wireguard import hubs
-
-    tenant = tenancy.tenant_by_name(tenant_name)
-    if tenant is None:
-        raise click.ClickException(f"No tenant named {tenant_name!r}.")
-    subnet = _commit_or_fail(lambda: hubs.place_tenant(CLI_ACTOR, tenant.id, _hub_named(hub_name)))
-    click.echo(f"{tenant.name}: {subnet.network} on {hub_name}")
-
-
-@click.command("reconcile")
-@with_appcontext
-@click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")
-def reconcile_command(dry_run: bool) -> None:
-    """Wake the batch of every hub whose configurations wait for work, and compare managed hubs with the database."""
-    from portal.wireguard.jobs import reconcile
-
-    lines = reconcile(dry_run=dry_run)
-    for line in lines:
-        click.echo(("would " if dry_run else "") + line)
-    click.echo(f"{len(lines)} action(s) {'to take' if dry_run else 'taken'}")
-
-
 def register(app: Flask) -> None:
-    for command in (tenants_cli, users_cli, keys_cli, audit_cli, hub_cli, seed_demo_command, reconcile_command):
+    for command in (tenants_cli, users_cli, keys_cli, audit_cli, seed_demo_command, hub_cli, reconcile_command,
+                    openvpn_cli):
         app.cli.add_command(command)
-    from portal.openvpn.cli import openvpn_cli
-
-    app.cli.add_command(openvpn_cli)

@@ -59,12 +59,12 @@ def add_openvpn_lab(app, stack: ExitStack) -> None:
         return
     from portal.audit.service import Actor
     from portal.extensions import db
-    from portal.openvpn import service
+    from portal.openvpn import servers
 
     lab = stack.enter_context(ovpnlab.OpenVpnLab(clients=1))
     with app.app_context():
-        server = service.save_server(Actor.system("demo"), lab.server_settings("lab-openvpn"))
-        print("Bootstrapping the OpenVPN lab server over SSH:", ", ".join(service.bootstrap_server(
+        server = servers.save_server(Actor.system("demo"), lab.server_settings("lab-openvpn"))
+        print("Bootstrapping the OpenVPN lab server over SSH:", ", ".join(servers.bootstrap_server(
             Actor.system("demo"), server)))
         db.session.commit()
     lab.start_openvpn(lab.base_dir())

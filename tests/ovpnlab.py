@@ -138,7 +138,7 @@ class OpenVpnLab(Lab):
 
     def server_settings(self, name: str):
         """What a platform admin would enter to add this lab's server (BASE at `base_dir()`) to the portal."""
-        from portal.openvpn.service import ServerSettings
+        from portal.openvpn.servers import ServerSettings
 
         return ServerSettings(name=name, remote_host=self.server_address, base_dir=str(self.base_dir()),
                               **ssh_fields(self.ssh_target()))

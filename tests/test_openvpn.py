@@ -27,9 +27,9 @@ from portal.audit.models import AuditEvent
 from portal.audit.service import Actor
 from portal.extensions import db
 from portal.jobs import queue
-from portal.openvpn import driver as ovpn_driver
-from portal.openvpn import service
-from portal.openvpn.driver import parse_create, parse_status
+from portal.openvpn import drivers as ovpn_driver
+from portal.openvpn import servers, service
+from portal.openvpn.drivers import parse_create, parse_status
 from portal.openvpn.jobs import poll_servers, provision_client, revoke_client, sweep
 from portal.openvpn.models import OpenVpnServer, Status, VpnClient
 from portal.openvpn.render import download_filename, render_ovpn
@@ -105,7 +105,7 @@ def fake(app, monkeypatch) -> FakeServer:
     monkeypatch.setattr(ovpn_driver, "runner_for", lambda kind, row, label: server)
     with app.app_context():
         if not db.session.scalar(select(OpenVpnServer).where(OpenVpnServer.accepts_new_clients)):
-            service.save_server(Actor.system("test"), service.ServerSettings(
+            servers.save_server(Actor.system("test"), servers.ServerSettings(
                 name=unique("fake-ovpn").replace(" ", "-"), remote_host="vpn.test.example", driver="local",
                 base_dir="/nonexistent/openvpn"))
             db.session.commit()
@@ -590,7 +590,7 @@ def test_server_form_errors_appear_next_to_the_field(app, platform_admin, field_
     page = response.get_data(as_text=True)
     assert f'id="{field_name}-error"' in page and message in page
     with app.app_context():
-        assert service.server_named(name) is None
+        assert servers.server_named(name) is None
 
 
 def test_platform_admin_adds_and_edits_a_server_and_it_is_audited(app, platform_admin):
@@ -602,7 +602,7 @@ def test_platform_admin_adds_and_edits_a_server_and_it_is_audited(app, platform_
             "driver": "local", "ssh_port": 22, "ssh_user": "root"}
     assert post(staff, "/admin/openvpn/new", data, token_page="/admin/openvpn/new").status_code == 303
     with app.app_context():
-        server = service.server_named(name)
+        server = servers.server_named(name)
         server_id = server.id
         # Closed to new clients, so the other tests' clients do not land on it.
     edit = {**data, "accepts_new_clients": ""}
@@ -612,7 +612,7 @@ def test_platform_admin_adds_and_edits_a_server_and_it_is_audited(app, platform_
     with app.app_context():
         actions = server_actions(server_id)
         assert actions == ["openvpn_server.created", "openvpn_server.updated"]
-        assert service.server_named(name).accepts_new_clients is False
+        assert servers.server_named(name).accepts_new_clients is False
 
 
 def test_cli_adds_lists_and_bootstraps_servers(app, fake):
@@ -622,7 +622,7 @@ def test_cli_adds_lists_and_bootstraps_servers(app, fake):
                                  "--driver", "local", "--base-dir", "/srv/cli"])
     assert result.exit_code == 0, result.output
     with app.app_context():
-        server = service.server_named(name)
+        server = servers.server_named(name)
         server.accepts_new_clients = False
         db.session.commit()
     assert name in runner.invoke(args=["openvpn", "list"]).output
@@ -634,7 +634,7 @@ def test_cli_adds_lists_and_bootstraps_servers(app, fake):
     failed = runner.invoke(args=["openvpn", "bootstrap", name])
     assert failed.exit_code == 1 and "openvpn is not installed" in failed.output
     with app.app_context():
-        server = service.server_named(name)
+        server = servers.server_named(name)
         assert "openvpn is not installed" in server.last_bootstrap_result
         actions = server_actions(server.id)
     assert actions == ["openvpn_server.created", "openvpn_server.bootstrapped", "openvpn_server.bootstrap.failed"]
@@ -644,7 +644,7 @@ def test_cli_adds_lists_and_bootstraps_servers(app, fake):
 def test_the_bootstrap_button_runs_a_job_and_shows_its_result(app, platform_admin, fake):
     name = f"button-{name_suffix()}"
     with app.app_context():
-        server = service.save_server(Actor.system("test"), service.ServerSettings(
+        server = servers.save_server(Actor.system("test"), servers.ServerSettings(
             name=name, remote_host="vpn4.example.net", driver="local", base_dir="/srv/button",
             accepts_new_clients=False))
         db.session.commit()

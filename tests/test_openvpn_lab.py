@@ -19,7 +19,7 @@ from portal.audit.models import AuditEvent
 from portal.audit.service import Actor, verify_chain
 from portal.extensions import db
 from portal.jobs import queue
-from portal.openvpn import service
+from portal.openvpn import servers, service
 from portal.openvpn.jobs import poll_servers, provision_client, revoke_client, sweep
 from portal.openvpn.models import OpenVpnServer, Status, VpnClient
 from portal.remote import SshRunner
@@ -47,7 +47,7 @@ def server(app, lab):
     base = lab.base_dir()
     with app.app_context():
         db.session.execute(update(OpenVpnServer).values(accepts_new_clients=False))
-        saved = service.save_server(ACTOR, lab.server_settings(unique("lab-ovpn").replace(" ", "-")))
+        saved = servers.save_server(ACTOR, lab.server_settings(unique("lab-ovpn").replace(" ", "-")))
         db.session.commit()
         server_id, name = saved.id, saved.name
     result = app.test_cli_runner().invoke(args=["openvpn", "bootstrap", name])

@@ -17,7 +17,7 @@ openvpn_cli = AppGroup("openvpn", help="OpenVPN servers: add, list, bootstrap; r
 
 
 def _server_named(name: str):
-    from portal.openvpn.service import server_named
+    from portal.openvpn.servers import server_named
 
     server = server_named(name)
     if server is None:
@@ -42,7 +42,7 @@ def _server_named(name: str):
 @click.option("--ssh-key-file", type=click.File(), help="Private key the portal logs in with (stored encrypted).")
 def add_server(ssh_key_file, **options) -> None:
     """Add an OpenVPN server; then run `flask openvpn bootstrap NAME`."""
-    from portal.openvpn.service import ServerSettings, save_server
+    from portal.openvpn.servers import ServerSettings, save_server
 
     settings = ServerSettings(**options, ssh_private_key=ssh_key_file.read() if ssh_key_file else "")
     try:
@@ -57,7 +57,7 @@ def add_server(ssh_key_file, **options) -> None:
 
 @openvpn_cli.command("list")
 def list_servers() -> None:
-    from portal.openvpn.service import servers_with_client_counts
+    from portal.openvpn.servers import servers_with_client_counts
 
     for server, clients in servers_with_client_counts():
         click.echo(f"{server.id}\t{server.name}\t{server.driver}\t{server.protocol} "
@@ -69,13 +69,13 @@ def list_servers() -> None:
 def bootstrap(name: str) -> None:
     """Prepare the server: PKI, server configuration, client script. Safe to re-run."""
     from portal.jobs import work_lock
-    from portal.openvpn import service
+    from portal.openvpn import servers
     from portal.openvpn.jobs import server_lock_name
 
     server = _server_named(name)
     with work_lock(server_lock_name(server.id)):
         try:
-            changes = service.bootstrap_server(CLI_ACTOR, server)
+            changes = servers.bootstrap_server(CLI_ACTOR, server)
         except Exception as error:
             db.session.commit()  # the failure, on the server row and in the audit log
             raise click.ClickException(f"bootstrap of {name} failed: {error}") from error

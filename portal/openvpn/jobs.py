@@ -22,8 +22,8 @@ from portal.jobs import current_job_id, job, work_lock
 from portal.jobs.lock import lock_is_held
 from portal.jobs.runner import Transition, Work, run_transition
 from portal.lifecycle import due_scopes
-from portal.openvpn import service
-from portal.openvpn.driver import Created, Revoked, driver_for
+from portal.openvpn import servers, service
+from portal.openvpn.drivers import Created, Revoked, driver_for
 from portal.openvpn.models import OpenVpnServer, Status, VpnClient
 from portal.types import utcnow
 
@@ -121,14 +121,14 @@ def sweep(dry_run: bool = False, idle: timedelta | None = None) -> list[str]:
 
 @job("bootstrap OpenVPN server {0}")
 def bootstrap_server(server_id: int) -> str:
-    """Prepare one server (see `service.bootstrap_server`); the result is kept on the server for its page."""
+    """Prepare one server (see `servers.bootstrap_server`); the result is kept on the server for its page."""
     actor = Actor.worker(current_job_id())
     with work_lock(server_lock_name(server_id)):
         server = db.session.get(OpenVpnServer, server_id)
         if server is None:
             return "no such server"
         try:
-            changes = service.bootstrap_server(actor, server)
+            changes = servers.bootstrap_server(actor, server)
         except Exception:
             db.session.commit()  # the failure, on the server row and in the audit log
             raise
@@ -141,7 +141,7 @@ def poll_servers() -> str:
     """One `ovpn-client status` per server: who is connected, from where, how many bytes. An unreachable
     server is noted on its row, not fatal."""
     now, changed = utcnow(), 0
-    for server_id in [server.id for server in service.all_servers()]:
+    for server_id in [server.id for server in servers.all_servers()]:
         server = db.session.get(OpenVpnServer, server_id)
         try:
             sessions = driver_for(server).status()
@@ -149,6 +149,6 @@ def poll_servers() -> str:
             server.last_poll_error = describe(error)
             log.warning("polling OpenVPN server %s failed: %s", server.name, server.last_poll_error)
         else:
-            changed += len(service.record_status_poll(server, sessions, now))
+            changed += len(servers.record_status_poll(server, sessions, now))
         db.session.commit()
     return f"{changed} client(s) changed"

@@ -75,6 +75,7 @@ class Status(enum.StrEnum):
 
 
 UNIQUE_NAME_INDEX = "uq_vpn_clients_server_id_lower_name"
+KIND = "client"  # what live hints call a VpnClient (the prefix of its audit actions)
 
 
 class VpnClient(Lifecycle, db.Model):

@@ -34,7 +34,7 @@ from portal.remote import RemoteCommandFailed
 from portal.types import utcnow
 from portal.wireguard import hubs, service
 from portal.wireguard.drivers import driver_for
-from portal.wireguard.models import Hub, Status, VpnConfiguration
+from portal.wireguard.models import KIND, Hub, Status, VpnConfiguration
 from portal.wireguard.wgtext import HubDump, Peer
 
 log = logging.getLogger(__name__)
@@ -363,5 +363,5 @@ def _monitor_hints(changes: list[hubs.PeerChange]) -> None:
     routers = dict(db.session.execute(select(VpnConfiguration.id, VpnConfiguration.router_id).where(
         VpnConfiguration.id.in_([change.configuration_id for change in changes]))).all())
     for change in changes:
-        live.monitor_changed(service.KIND, change.configuration_id, change.tenant_id, change.online,
+        live.monitor_changed(KIND, change.configuration_id, change.tenant_id, change.online,
                              router_id=routers.get(change.configuration_id))

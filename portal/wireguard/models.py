@@ -46,6 +46,7 @@ class Hub(ManagedHost, db.Model):
 
 
 UNIQUE_NAME_INDEX = "uq_routers_tenant_id_lower_name"
+KIND = "configuration"  # what live hints call a VpnConfiguration (the prefix of its audit actions)
 
 
 class Router(db.Model):

@@ -26,7 +26,7 @@ from portal.ipam.models import TenantSubnet
 from portal.ipam.pool import host_address, hub_address
 from portal.lifecycle import compare_and_set, finish_row
 from portal.wireguard.charts import Sample
-from portal.wireguard.models import Hub, Router, Status, TrafficSample, VpnConfiguration
+from portal.wireguard.models import KIND, Hub, Router, Status, TrafficSample, VpnConfiguration
 from portal.wireguard.render import PeerConfig
 
 ROUTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
@@ -35,7 +35,6 @@ ROUTER_NAME_RULE = (
 )
 NOTE_MAX = 500
 ALREADY_CONFIGURED = "This router already has a configuration; revoke it before creating a new one."
-KIND = "configuration"  # what live hints call a VpnConfiguration (the prefix of its audit actions)
 
 
 def validate_router_name(name: str) -> str:
