@@ -17,7 +17,7 @@ run: $(STAMP)
 	$(BIN)/python -m portal.devserver
 
 demo: $(STAMP)
-	$(BIN)/python tests/demo.py
+	$(BIN)/python tests/lab/demo.py
 
 test: $(STAMP)
 	$(BIN)/ruff check portal tests bench worker.py

@@ -2,7 +2,7 @@
 
     sudo .venv/bin/python bench/hub.py [--routers 1000]
 
-Builds the WireGuard lab of tests/lab.py (wireguard-go hub, private sshd), adds the hub to a fresh
+Builds the WireGuard lab of tests/lab/ (wireguard-go hub, private sshd), adds the hub to a fresh
 SQLite database with an embedded Redis (or PORTAL_DATABASE_URL / PORTAL_REDIS_URL, which are WIPED),
 then:
 - provisions N routers through the portal's jobs (one RQ worker in this process, burst mode) and prints

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from portal.jobs.worker import HEARTBEATS
 from portal.redis_client import redis_connection
 from tests.conftest import free_port
-from tests.test_factory import built_app
+from tests.web.test_factory import built_app
 
 
 @contextmanager

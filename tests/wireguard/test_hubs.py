@@ -12,7 +12,7 @@ from portal.extensions import db
 from portal.ssh import fingerprint
 from portal.wireguard.models import Hub
 from tests.conftest import login, post, unique
-from tests.test_ssh import private_text, public_line
+from tests.web.test_ssh import private_text, public_line
 
 
 @pytest.fixture(autouse=True)

@@ -1,9 +1,9 @@
 """`make demo` (root): the portal with a real WireGuard lab hub and routers that come online.
 
-Builds the lab (tests/lab.py), adds its hub to a fresh demo database and bootstraps it over SSH, puts
+Builds the lab (tests/lab/__init__.py), adds its hub to a fresh demo database and bootstraps it over SSH, puts
 the demo tenant on it, provisions a few routers through the worker, brings their downloaded `.conf` up
 in their namespaces and keeps a ping running in each, so the portal shows live handshakes and traffic.
-Where openvpn and easy-rsa are installed, it also adds an OpenVPN lab server (tests/ovpnlab.py),
+Where openvpn and easy-rsa are installed, it also adds an OpenVPN lab server (tests/lab/openvpn.py),
 bootstrapped over SSH, with a client namespace in which a downloaded `.ovpn` can be tried.
 Ctrl-C stops the web server, the worker, Redis, and tears the labs down.
 """
@@ -18,7 +18,7 @@ import time
 from contextlib import ExitStack, suppress
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from portal.devserver import INSTANCE, prepare_database, start_embedded_redis, stop  # noqa: E402
@@ -51,9 +51,9 @@ def add_lab_hub(app, lab: Lab) -> None:
 
 def add_openvpn_lab(app, stack: ExitStack) -> None:
     """An OpenVPN server for the demo tenant's clients, if this machine has openvpn and easy-rsa."""
-    from tests import ovpnlab
+    from tests.lab import openvpn as openvpn_lab
 
-    missing = ovpnlab.lab_missing()
+    missing = openvpn_lab.lab_missing()
     if missing:
         print(f"No OpenVPN lab server ({missing}): OpenVPN clients need a server a platform admin adds.")
         return
@@ -61,7 +61,7 @@ def add_openvpn_lab(app, stack: ExitStack) -> None:
     from portal.extensions import db
     from portal.openvpn import servers
 
-    lab = stack.enter_context(ovpnlab.OpenVpnLab(clients=1))
+    lab = stack.enter_context(openvpn_lab.OpenVpnLab(clients=1))
     with app.app_context():
         server = servers.save_server(Actor.system("demo"), lab.server_settings("lab-openvpn"))
         print("Bootstrapping the OpenVPN lab server over SSH:", ", ".join(servers.bootstrap_server(

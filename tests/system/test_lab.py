@@ -1,4 +1,4 @@
-"""The lab of tests/lab.py with real software: WireGuard (wireguard-go) between namespaces, the hub's sshd
+"""The lab of tests/lab/ with real software: WireGuard (wireguard-go) between namespaces, the hub's sshd
 reached with portal.ssh from the root namespace, and a teardown that leaves nothing behind, even after a crash.
 
 Needs root, iproute2, wireguard-go, wireguard-tools, openssh-server, nftables and ping: skips elsewhere (fails

@@ -3,10 +3,10 @@
 The OpenVPN server here is a fake runner that speaks the script contract (`ovpn-client create|revoke|status`,
 exit 75 for a busy PKI); it stands in for the server only to test the portal's logic: forms, tenancy, the
 state machine, fencing, retries, and what reaches the audit log. The real scripts on a real server are
-exercised by tests/test_openvpn_lab.py.
+exercised by tests/system/test_openvpn_lab.py.
 
 The golden file tests/golden/client.ovpn is compared byte for byte; after an intended change rewrite it with
-`UPDATE_GOLDEN=1 .venv/bin/python -m pytest -q tests/test_openvpn.py -k golden` and review the diff.
+`UPDATE_GOLDEN=1 .venv/bin/python -m pytest -q tests/openvpn/test_openvpn.py -k golden` and review the diff.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from portal.openvpn.render import download_filename, render_ovpn
 from portal.ssh import CommandResult
 from tests.conftest import login, post, run_worker, unique
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parent.parent / "golden"
 KEY_MARKER = "PRIVATE KEY"
 
 

@@ -1,4 +1,4 @@
-"""An OpenVPN lab in network namespaces, on top of tests/lab.py: a server with its own sshd, and clients.
+"""An OpenVPN lab in network namespaces, on top of tests/lab/__init__.py: a server with its own sshd, and clients.
 
 Importable without pytest (the system tests and demos use it). Needs root and real software (iproute2, openvpn,
 easy-rsa, openssl, openssh-server, ping, /dev/net/tun); `lab_missing()` says what is absent.

@@ -35,7 +35,7 @@ from tests.conftest import (
     unique,
     worker_process,
 )
-from tests.test_live import private_redis
+from tests.web.test_live import private_redis
 
 pytestmark = pytest.mark.system
 

@@ -22,7 +22,7 @@ from portal.audit.service import Actor, record, verify_chain
 from portal.extensions import db
 from portal.wireguard.models import UNIQUE_NAME_INDEX
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 # conftest has set the database URL (postgresql+psycopg:// or sqlite:///) by the time this module is imported.
 SESSION_DATABASE_URL = os.environ["PORTAL_DATABASE_URL"]
 POSTGRES = SESSION_DATABASE_URL.startswith("postgresql")

@@ -24,8 +24,8 @@ from portal.openvpn.jobs import poll_servers, provision_client, revoke_client, s
 from portal.openvpn.models import OpenVpnServer, Status, VpnClient
 from portal.remote import SshRunner
 from tests.conftest import login, post, require, run_worker, served, unique
-from tests.ovpnlab import OpenVpnLab, easyrsa_path, lab_missing
-from tests.test_browser_live import Person, not_reloaded, run_worker_process, screenshots_on_failure
+from tests.lab.openvpn import OpenVpnLab, easyrsa_path, lab_missing
+from tests.system.test_browser_live import Person, not_reloaded, run_worker_process, screenshots_on_failure
 
 ACTOR = Actor.system("test")
 TUNNEL_SERVER = "10.8.0.1"

@@ -3,7 +3,7 @@
 The golden files in tests/golden/ are compared byte for byte. After an intended change of the output,
 rewrite them with
 
-    UPDATE_GOLDEN=1 .venv/bin/python -m pytest -q tests/test_render.py
+    UPDATE_GOLDEN=1 .venv/bin/python -m pytest -q tests/wireguard/test_render.py
 
 then review the diff of tests/golden/ by eye before committing it.
 """
@@ -30,7 +30,7 @@ from portal.wireguard.render import (
     routeros_string,
 )
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parent.parent / "golden"
 PRIVATE_KEY = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
 HUB_PUBLIC_KEY = "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw="
 PRESHARED_KEY = "FpCyhws9cxwWoV4xELtfJvjJN+zQVRPISllRWgeopVE="

@@ -1,6 +1,6 @@
 """The OpenVPN server-side scripts (portal/openvpn/scripts) against a real OpenVPN server and real clients.
 
-The scripts run as the portal runs them: over SSH (portal.ssh) into the server namespace of tests/ovpnlab.py,
+The scripts run as the portal runs them: over SSH (portal.ssh) into the server namespace of tests/lab/openvpn.py,
 bootstrap as `bash -c SCRIPT ovpn-bootstrap ARGS` with ovpn-client.sh on stdin, then the installed
 BASE/bin/ovpn-client. One bootstrapped server per module; every test uses its own client names.
 
@@ -24,7 +24,7 @@ from portal import ssh
 from portal.ssh import CommandResult, SshSession
 from tests.conftest import ROOT, require
 from tests.lab import alive
-from tests.ovpnlab import OpenVpnLab, client_config, easyrsa_path, lab_missing
+from tests.lab.openvpn import OpenVpnLab, client_config, easyrsa_path, lab_missing
 
 pytestmark = pytest.mark.system
 SCRIPTS = ROOT / "portal" / "openvpn" / "scripts"
