@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import click
 from flask import flash
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from portal.errors import DomainError, show_on_form
@@ -72,3 +73,11 @@ def commit_or_exit(change: Callable[[], T]) -> T:
     except DomainError as error:
         db.session.rollback()
         raise click.ClickException(str(error)) from error
+
+
+def named_or_exit(model: type, name: str, what: str):
+    """The row of `model` named `name`, for `flask` commands; or end the command saying there is none."""
+    row = db.session.scalar(select(model).where(model.name == name))
+    if row is None:
+        raise click.ClickException(f"No {what} named {name!r}.")
+    return row

@@ -7,22 +7,16 @@ from datetime import timedelta
 import click
 from flask.cli import AppGroup
 
+from portal.actions import commit_or_exit, named_or_exit
 from portal.audit.service import Actor
-from portal.errors import DomainError
 from portal.extensions import db
+from portal.jobs import work_lock
+from portal.openvpn import jobs, servers
+from portal.openvpn.models import OpenVpnServer
 
 CLI_ACTOR = Actor.system("cli")
 
 openvpn_cli = AppGroup("openvpn", help="OpenVPN servers: add, list, bootstrap; reconcile clients.")
-
-
-def _server_named(name: str):
-    from portal.openvpn.servers import server_named
-
-    server = server_named(name)
-    if server is None:
-        raise click.ClickException(f"No OpenVPN server named {name!r}.")
-    return server
 
 
 @openvpn_cli.command("add-server")
@@ -42,24 +36,15 @@ def _server_named(name: str):
 @click.option("--ssh-key-file", type=click.File(), help="Private key the portal logs in with (stored encrypted).")
 def add_server(ssh_key_file, **options) -> None:
     """Add an OpenVPN server; then run `flask openvpn bootstrap NAME`."""
-    from portal.openvpn.servers import ServerSettings, save_server
-
-    settings = ServerSettings(**options, ssh_private_key=ssh_key_file.read() if ssh_key_file else "")
-    try:
-        server = save_server(CLI_ACTOR, settings)
-        db.session.commit()
-    except DomainError as error:
-        db.session.rollback()
-        raise click.ClickException(str(error)) from error
+    settings = servers.ServerSettings(**options, ssh_private_key=ssh_key_file.read() if ssh_key_file else "")
+    server = commit_or_exit(lambda: servers.save_server(CLI_ACTOR, settings))
     click.echo(f"OpenVPN server {server.id}: {server.name} ({server.driver}), "
                f"{server.protocol} {server.remote_host}:{server.remote_port}")
 
 
 @openvpn_cli.command("list")
 def list_servers() -> None:
-    from portal.openvpn.servers import servers_with_client_counts
-
-    for server, clients in servers_with_client_counts():
+    for server, clients in servers.servers_with_client_counts():
         click.echo(f"{server.id}\t{server.name}\t{server.driver}\t{server.protocol} "
                    f"{server.remote_host}:{server.remote_port}\t{server.base_dir}\t{clients} live clients")
 
@@ -68,12 +53,8 @@ def list_servers() -> None:
 @click.argument("name")
 def bootstrap(name: str) -> None:
     """Prepare the server: PKI, server configuration, client script. Safe to re-run."""
-    from portal.jobs import work_lock
-    from portal.openvpn import servers
-    from portal.openvpn.jobs import server_lock_name
-
-    server = _server_named(name)
-    with work_lock(server_lock_name(server.id)):
+    server = named_or_exit(OpenVpnServer, name, "OpenVPN server")
+    with work_lock(jobs.server_lock_name(server.id)):
         try:
             changes = servers.bootstrap_server(CLI_ACTOR, server)
         except Exception as error:
@@ -89,9 +70,7 @@ def bootstrap(name: str) -> None:
 def reconcile(dry_run: bool) -> None:
     """Wake a job for OpenVPN clients whose work waits and that no job is doing (workers do this every
     PORTAL_SWEEP_INTERVAL seconds)."""
-    from portal.openvpn.jobs import sweep
-
-    lines = sweep(dry_run=dry_run, idle=timedelta(0))
+    lines = jobs.sweep(dry_run=dry_run, idle=timedelta(0))
     for line in lines:
         click.echo(("would " if dry_run else "") + line)
     click.echo(f"{len(lines)} action(s) {'to take' if dry_run else 'taken'}")

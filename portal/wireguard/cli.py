@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import click
 from flask.cli import AppGroup, with_appcontext
-from sqlalchemy import select
 
-from portal.actions import commit_or_exit
+from portal.actions import commit_or_exit, named_or_exit
 from portal.audit.service import Actor
-from portal.extensions import db
 from portal.tenancy import service as tenancy
 from portal.wireguard import hubs, jobs, service
 from portal.wireguard.models import Hub
@@ -16,13 +14,6 @@ from portal.wireguard.models import Hub
 CLI_ACTOR = Actor.system("cli")
 
 hub_cli = AppGroup("hub", help="WireGuard hubs: add, bootstrap, place tenants.")
-
-
-def _hub_named(name: str):
-    hub = db.session.scalar(select(Hub).where(Hub.name == name))
-    if hub is None:
-        raise click.ClickException(f"No hub named {name!r}.")
-    return hub
 
 
 @hub_cli.command("add")
@@ -59,7 +50,7 @@ def list_hubs() -> None:
 @click.option("--private-key-file", type=click.File(), help="Take this WireGuard private key instead of ours.")
 def bootstrap_hub(name: str, private_key_file) -> None:
     """Prepare the hub over SSH: interface, addresses, peers, forwarding, tenant isolation. Safe to re-run."""
-    hub = _hub_named(name)
+    hub = named_or_exit(Hub, name, "hub")
     private_key = private_key_file.read().strip() if private_key_file else None
     try:
         changes = commit_or_exit(lambda: hubs.bootstrap(CLI_ACTOR, hub, private_key))
@@ -77,7 +68,7 @@ def place_tenant(tenant_name: str, hub_name: str) -> None:
     tenant = tenancy.tenant_by_name(tenant_name)
     if tenant is None:
         raise click.ClickException(f"No tenant named {tenant_name!r}.")
-    subnet = commit_or_exit(lambda: hubs.place_tenant(CLI_ACTOR, tenant.id, _hub_named(hub_name)))
+    subnet = commit_or_exit(lambda: hubs.place_tenant(CLI_ACTOR, tenant.id, named_or_exit(Hub, hub_name, "hub")))
     click.echo(f"{tenant.name}: {subnet.network} on {hub_name}")
 
 
