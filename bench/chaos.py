@@ -228,12 +228,13 @@ def status_counts(app, tenant_id: int) -> Counter:
             return Counter()
 
 
-def settle(app, tenant_id: int, routers: int, timeout: float) -> tuple[Counter, float]:
-    """Wait until every router is active or revoked (nothing in flight); the final counts and when that was."""
+def settle(app, tenant_id: int, timeout: float) -> tuple[Counter, float]:
+    """Wait until every configuration the portal took is active or revoked (nothing in flight); the final
+    counts and when that was."""
     deadline = time.monotonic() + timeout
     while True:
         counts = status_counts(app, tenant_id)
-        if counts["active"] + counts["revoked"] == routers or time.monotonic() > deadline:
+        if (counts and counts["active"] + counts["revoked"] == sum(counts.values())) or time.monotonic() > deadline:
             return counts, time.monotonic()
         time.sleep(0.1)
 
@@ -317,7 +318,7 @@ def main() -> int:
         revocations = traffic(client, app, tenant_id, args.routers, args.revoke, outcome)
         fault_thread.join()
         done.set()
-        counts, settled_at = settle(app, tenant_id, args.routers, timeout=120)
+        counts, settled_at = settle(app, tenant_id, timeout=120)
         figures = {
             "requested": f"{args.routers} added, {revocations} revoked", "active": counts["active"],
             "revoked": counts["revoked"],

@@ -13,6 +13,7 @@ from typing import Any
 from flask import Flask, g, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from portal.config import build_config
@@ -93,6 +94,8 @@ def _register_request_hooks(app: Flask) -> None:
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
 
+    app.teardown_appcontext(lambda _error: discard_session())
+
     @app.after_request
     def security_headers(response):
         response.headers["X-Request-ID"] = g.get("request_id", "")
@@ -101,6 +104,15 @@ def _register_request_hooks(app: Flask) -> None:
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         return response
+
+
+def discard_session() -> None:
+    """Roll the session back; a connection the database already ended is dropped instead (a rollback on it
+    raises, which would turn a request that did its work into a 500)."""
+    try:
+        db.session.rollback()
+    except DBAPIError:
+        db.session.invalidate()
 
 
 def _register_error_pages(app: Flask) -> None:
@@ -127,7 +139,7 @@ def _register_error_pages(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(error: Exception):
         app.logger.exception("unhandled error in request %s", g.get("request_id"))
-        db.session.rollback()
+        discard_session()
         return error_page(500, "Something went wrong", "The error was logged with request id "
                           f"{g.get('request_id', '-')}. Nothing was changed.")
 

@@ -39,6 +39,18 @@ def commit(change: Callable[[], T]) -> T:
     return result
 
 
+def first_read(read: Callable[[], T]) -> T:
+    """Run `read`, the first statement of a request's transaction, once more on a new connection if the
+    database ended the connection under it (a pool's ping can pass a moment before a termination lands)."""
+    try:
+        return read()
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+        db.session.rollback()
+        return read()
+
+
 def act(change: Callable[[], T], then: Callable[[T], object], done: str) -> bool:
     """Commit `change()`, run `then` on its result (wake the job) and flash `done`; or flash the error."""
     try:

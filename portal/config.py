@@ -50,7 +50,7 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "HUB_INTERFACE": (str, "wg0"),
     "HUB_DRIVER": (str, "none"),
     "JOB_TIMEOUT": (int, 120),
-    "LOCK_TTL": (int, 10),
+    "LOCK_TTL": (int, 5),
     "LOCK_WAIT": (float, 5.0),
     "JOB_RETRY_INTERVALS": (parse_int_list, [5, 15, 60, 300, 900]),
     "SWEEP_INTERVAL": (int, 5),

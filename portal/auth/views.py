@@ -9,6 +9,7 @@ from flask import Blueprint, flash, make_response, redirect, render_template, re
 from flask_login import current_user, login_user, logout_user
 
 from portal import live
+from portal.actions import first_read
 from portal.auth.forms import LoginForm
 from portal.auth.service import authenticate
 from portal.extensions import db, login_manager
@@ -21,7 +22,7 @@ blueprint = Blueprint("auth", __name__)
 
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id))
+    return first_read(lambda: db.session.get(User, int(user_id)))
 
 
 @login_manager.unauthorized_handler

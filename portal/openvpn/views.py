@@ -87,9 +87,9 @@ def revoke(client_id: int):
         flash("This client is already revoked or being revoked.")
         return redirect(url_for("openvpn.client", client_id=client.id), 303)
     if form.validate_on_submit():
-        act(lambda: service.request_revocation(request_actor(), client), lambda _: jobs.revoke_client.wake(client.id),
+        act(lambda: service.request_revocation(request_actor(), client), lambda _: jobs.revoke_client.wake(client_id),
             f"Revoking {client.name}. This cannot be undone.")
-        return redirect(url_for("openvpn.client", client_id=client.id), 303)
+        return redirect(url_for("openvpn.client", client_id=client_id), 303)
     return render_template("openvpn/revoke.html", client=client, form=form)
 
 
@@ -98,6 +98,6 @@ def revoke(client_id: int):
 def retry(client_id: int):
     client = get_owned_or_404(VpnClient, client_id, current_tenant_id())
     if ActionForm().validate_on_submit():
-        act(lambda: service.request_retry(request_actor(), client), lambda _: jobs.provision_client.wake(client.id),
+        act(lambda: service.request_retry(request_actor(), client), lambda _: jobs.provision_client.wake(client_id),
             "Provisioning again.")
-    return redirect(url_for("openvpn.client", client_id=client.id), 303)
+    return redirect(url_for("openvpn.client", client_id=client_id), 303)

@@ -118,10 +118,10 @@ def revoke(router_id: int):
         flash("This router has no configuration to revoke.")
         return redirect(url_for("wireguard.router", router_id=router.id), 303)
     if form.validate_on_submit():
-        act(lambda: service.request_revocation(request_actor(), configuration),
-            lambda _: jobs.sync_hub.wake(configuration.hub_id),
+        hub_id = configuration.hub_id  # read before the commit expires it
+        act(lambda: service.request_revocation(request_actor(), configuration), lambda _: jobs.sync_hub.wake(hub_id),
             f"Revoking the configuration of {router.name}. This cannot be undone.")
-        return redirect(url_for("wireguard.router", router_id=router.id), 303)
+        return redirect(url_for("wireguard.router", router_id=router_id), 303)
     return render_template("wireguard/revoke.html", router=router, configuration=configuration, form=form)
 
 
@@ -132,28 +132,29 @@ def new_configuration(router_id: int):
     if ActionForm().validate_on_submit():
         act(lambda: service.add_configuration(request_actor(), router).hub_id, jobs.sync_hub.wake,
             "New configuration created with new keys; download it once it is active.")
-    return redirect(url_for("wireguard.router", router_id=router.id), 303)
+    return redirect(url_for("wireguard.router", router_id=router_id), 303)
 
 
 @blueprint.route("/configurations/<int:configuration_id>/retry", methods=["POST"])
 @tenant_admin_required
 def retry(configuration_id: int):
     configuration = get_owned_or_404(VpnConfiguration, configuration_id, current_tenant_id())
+    router_id, hub_id = configuration.router_id, configuration.hub_id  # read before the commit expires them
     if ActionForm().validate_on_submit():
-        act(lambda: service.request_retry(request_actor(), configuration),
-            lambda _: jobs.sync_hub.wake(configuration.hub_id), "Provisioning again.")
-    return redirect(url_for("wireguard.router", router_id=configuration.router_id), 303)
+        act(lambda: service.request_retry(request_actor(), configuration), lambda _: jobs.sync_hub.wake(hub_id),
+            "Provisioning again.")
+    return redirect(url_for("wireguard.router", router_id=router_id), 303)
 
 
 @blueprint.route("/configurations/<int:configuration_id>/rotate", methods=["POST"])
 @tenant_admin_required
 def rotate(configuration_id: int):
     configuration = get_owned_or_404(VpnConfiguration, configuration_id, current_tenant_id())
+    router_id, hub_id = configuration.router_id, configuration.hub_id  # read before the commit expires them
     if ActionForm().validate_on_submit():
-        act(lambda: service.request_rotation(request_actor(), configuration),
-            lambda _: jobs.sync_hub.wake(configuration.hub_id),
+        act(lambda: service.request_rotation(request_actor(), configuration), lambda _: jobs.sync_hub.wake(hub_id),
             "New keys generated; once the hub holds them, download the new configuration. The old one stops working.")
-    return redirect(url_for("wireguard.router", router_id=configuration.router_id), 303)
+    return redirect(url_for("wireguard.router", router_id=router_id), 303)
 
 
 @blueprint.route("/configurations/<int:configuration_id>/download.<kind>")
