@@ -76,6 +76,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="worker.py processes (default 2)")
     parser.add_argument("--web-threads", type=int, default=8,
                         help="concurrent HTTP clients, so concurrent request threads in the server (default 8)")
+    parser.add_argument("--web-processes", type=int, default=0,
+                        help="serve the web app from this many gunicorn gthread processes instead of a threaded "
+                             "server inside this process (default 0: inside)")
     parser.add_argument("--database-url", default=os.environ.get("PORTAL_DATABASE_URL") or DEFAULT_DATABASE_URL,
                         help="PostgreSQL database to wipe and use (default PORTAL_DATABASE_URL, else %(default)s)")
     parser.add_argument("--redis-url", default=os.environ.get("PORTAL_REDIS_URL"),
@@ -187,6 +190,44 @@ def start_workers(stack: ExitStack, count: int, redis: str, timeout: float = 60.
     return pids
 
 
+def start_gunicorn(stack: ExitStack, processes: int, threads: int, timeout: float = 60.0) -> tuple[str, int]:
+    """The web app in `processes` gunicorn gthread processes, as in production; its address and master pid."""
+    port = free_port()
+    log = stack.enter_context(open(LOG_DIR / "gunicorn.log", "w"))  # noqa: SIM115
+    master = subprocess.Popen(
+        [str(Path(sys.executable).with_name("gunicorn")), "--bind", f"127.0.0.1:{port}", "--workers", str(processes),
+         "--worker-class", "gthread", "--threads", str(threads), "portal:create_app()"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    stack.callback(stop, master)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+            return f"127.0.0.1:{port}", master.pid
+        except OSError:
+            if time.monotonic() > deadline or master.poll() is not None:
+                raise SystemExit(f"gunicorn did not start; see {LOG_DIR / 'gunicorn.log'}") from None
+            time.sleep(0.1)
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [pid], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def start_web_server(stack: ExitStack, app) -> str:
     port = free_port()
     server = make_server("127.0.0.1", port, app, threaded=True)
@@ -223,31 +264,41 @@ def machine_cpu_ticks() -> tuple[int, int] | None:
     return sum(values) - idle, sum(values)
 
 
+def group_cpu_seconds(pids: list[int]) -> float | None:
+    seconds = [process_cpu_seconds(pid) for pid in pids]
+    return None if None in seconds else sum(seconds)
+
+
 @dataclass(frozen=True)
 class CpuSample:
-    bench: float  # this process: the web server and the HTTP clients
+    bench: float  # this process: the HTTP clients, and the web server unless it runs in gunicorn
+    web: float | None  # the gunicorn processes, if any
     workers: float | None
     machine: tuple[int, int] | None
 
     @classmethod
-    def take(cls, worker_pids: list[int]) -> CpuSample:
-        workers = [process_cpu_seconds(pid) for pid in worker_pids]
-        return cls(time.process_time(), None if None in workers else sum(workers), machine_cpu_ticks())
+    def take(cls, worker_pids: list[int], web_pids: list[int]) -> CpuSample:
+        return cls(time.process_time(), group_cpu_seconds(web_pids) if web_pids else None,
+                   group_cpu_seconds(worker_pids), machine_cpu_ticks())
 
 
 @dataclass(frozen=True)
 class CpuUse:
     bench_ms: float  # CPU milliseconds per provision in this process
+    web_ms: float | None  # ... in the gunicorn processes
     workers_ms: float | None  # ... in all workers together
     machine_busy: float | None  # fraction of all CPUs busy (PostgreSQL, Redis, and anything else included)
 
     @classmethod
     def between(cls, before: CpuSample, after: CpuSample, count: int) -> CpuUse:
-        workers = None if after.workers is None else (after.workers - before.workers) * 1000 / count
+        def per(first: float | None, last: float | None) -> float | None:
+            return None if first is None or last is None else (last - first) * 1000 / count
+
         busy = None
         if before.machine and after.machine:
             busy = (after.machine[0] - before.machine[0]) / max(1, after.machine[1] - before.machine[1])
-        return cls((after.bench - before.bench) * 1000 / count, workers, busy)
+        return cls(per(before.bench, after.bench), per(before.web, after.web), per(before.workers, after.workers),
+                   busy)
 
 
 # The HTTP client --------------------------------------------------------------------------------
@@ -328,6 +379,7 @@ class ProvisionResult:
     in_batch_ms: list[float]
     jobs_per_100: float
     cpu: CpuUse
+    web_processes: int
 
     @property
     def rate(self) -> float:
@@ -402,14 +454,18 @@ def jobs_run(app) -> int:
 def run_provisioning(stack: ExitStack, app, args: argparse.Namespace, redis: str) -> ProvisionResult:
     tenant_id, email = create_tenant_admin(app, "Provision bench")
     worker_pids = start_workers(stack, args.workers, redis)
-    address = start_web_server(stack, app)
+    if args.web_processes:
+        address, master = start_gunicorn(stack, args.web_processes, args.web_threads)
+        web_pids = process_tree(master)
+    else:
+        address, web_pids = start_web_server(stack, app), []
     client = RouterClient(address, *log_in(address, email))
     print(f"sending {args.routers} POST /routers/new from {args.web_threads} clients to http://{address} ...",
           flush=True)
-    cpu_before, jobs_before = CpuSample.take(worker_pids), jobs_run(app)
+    cpu_before, jobs_before = CpuSample.take(worker_pids, web_pids), jobs_run(app)
     sent = send_requests(client, args.routers, args.web_threads)
     wait_until_active(app, tenant_id, args.routers, args.timeout or 60 + args.routers / 10)
-    cpu = CpuUse.between(cpu_before, CpuSample.take(worker_pids), args.routers)
+    cpu = CpuUse.between(cpu_before, CpuSample.take(worker_pids, web_pids), args.routers)
     jobs = jobs_run(app) - jobs_before
     times = timelines(app, tenant_id)
     first_sent = min(s.sent_at for s in sent)
@@ -426,6 +482,7 @@ def run_provisioning(stack: ExitStack, app, args: argparse.Namespace, redis: str
         in_batch_ms=ms((t.claimed, t.active) for t in times.values()),
         jobs_per_100=jobs * 100 / args.routers,
         cpu=cpu,
+        web_processes=args.web_processes,
     )
 
 
@@ -554,8 +611,11 @@ def report_provisioning(result: ProvisionResult) -> str:
     cpu = result.cpu
     workers = "n/a" if cpu.workers_ms is None else f"{cpu.workers_ms:.1f} ms"
     busy = "n/a" if cpu.machine_busy is None else f"{cpu.machine_busy:.0%} of {os.cpu_count()} CPUs"
-    print(f"  CPU per provision: web server + clients {cpu.bench_ms:.1f} ms, workers {workers}; machine busy {busy}")
-    return (f"provision: {result.routers} routers, {result.workers} workers, PostgreSQL: "
+    web = ("web server + clients" if cpu.web_ms is None
+           else f"web (gunicorn) {cpu.web_ms:.1f} ms, clients") + f" {cpu.bench_ms:.1f} ms"
+    print(f"  CPU per provision: {web}, workers {workers}; machine busy {busy}")
+    web_tier = f"{result.web_processes} gunicorn processes" if result.web_processes else "web in-process"
+    return (f"provision: {result.routers} routers, {result.workers} workers, {web_tier}, PostgreSQL: "
             f"{result.rate:.1f} provisions/s, p50 {percentile(result.latencies_ms, 0.5):.0f} ms, "
             f"p95 {percentile(result.latencies_ms, 0.95):.0f} ms, {result.jobs_per_100:.1f} jobs per 100, "
             f"worker CPU {'n/a' if result.cpu.workers_ms is None else f'{result.cpu.workers_ms:.1f} ms'} each")

@@ -55,6 +55,7 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "JOB_RETRY_INTERVALS": (parse_int_list, [5, 15, 60, 300, 900]),
     "SWEEP_INTERVAL": (int, 5),
     "BATCH_SIZE": (int, 200),
+    "BATCH_LINGER": (float, 0.1),
     "RECONCILE_INTERVAL": (int, 30),
     "MONITOR_INTERVAL": (int, 10),
     "TRAFFIC_SAMPLE_INTERVAL": (int, 60),

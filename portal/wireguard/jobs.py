@@ -49,7 +49,9 @@ ROTATE = Transition("configuration.rotate", claim_from=(Status.ROTATING,), worki
 TRANSITIONS = {transition.working: transition for transition in (PROVISION, REVOKE, ROTATE)}
 # What a claim does to each waiting status: the state the batch works in.
 CLAIM_MOVES = {state: transition.working for transition in TRANSITIONS.values() for state in transition.claim_from}
-LOCK_WAIT = 1.0  # a job that finds its hub busy leaves: the running batch looks for more work before it ends
+# A job that finds its hub busy leaves after this wait: the running batch looks for more work before it ends,
+# and the wait covers the moment between its last (empty) claim and its release.
+LOCK_WAIT = 0.25
 
 
 def hub_lock(hub_id: int) -> str:
@@ -86,8 +88,12 @@ def sync_hub(hub_id: int) -> str:
 
 def _batches(hub_id: int) -> str:
     """Rounds until none is claimed, or one only met a hub that does not answer (its rows wait for their
-    `retry_at`), or half the job timeout passed (then the next job goes on)."""
-    deadline = time.monotonic() + current_app.config["PORTAL_JOB_TIMEOUT"] / 2
+    `retry_at`), or half the job timeout passed (then the next job goes on).
+
+    After a round smaller than a full batch, the next one waits PORTAL_BATCH_LINGER seconds, so that routers
+    added one by one at a steady rate share rounds instead of paying a round each."""
+    config = current_app.config
+    deadline = time.monotonic() + config["PORTAL_JOB_TIMEOUT"] / 2
     outcomes: Counter[str] = Counter()
     while batch := run_batch(hub_id):
         outcomes.update(batch)
@@ -96,6 +102,8 @@ def _batches(hub_id: int) -> str:
         if time.monotonic() > deadline:
             sync_hub.wake(hub_id)
             break
+        if batch.total() < config["PORTAL_BATCH_SIZE"]:
+            time.sleep(config["PORTAL_BATCH_LINGER"])
     return ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items())) or "nothing to do"
 
 
