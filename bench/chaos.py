@@ -51,7 +51,7 @@ from bench.provision import (  # noqa: E402
     reset_database,
     start_web_server,
 )
-from portal.devserver import free_port, stop, wait_for_redis  # noqa: E402
+from portal.devserver import free_port, processes_named, stop, wait_for_redis  # noqa: E402
 
 SETTLE_TARGET = 15.0
 CLIENTS = 8
@@ -108,19 +108,7 @@ class Workers:
     def orphans(self) -> list[int]:
         """Processes still running with the name of a worker this run killed or stopped."""
         alive = {process.pid for process in self.processes}
-        return [pid for pid in _pids_with(self.marker.encode()) if pid not in alive]
-
-
-def _pids_with(marker: bytes) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if marker in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
+        return [pid for pid in processes_named(self.marker) if pid not in alive]
 
 
 # The run ----------------------------------------------------------------------------------------------------

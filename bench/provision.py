@@ -55,7 +55,7 @@ from sqlalchemy.engine import make_url
 from werkzeug.serving import make_server
 
 from portal.crypto import generate_keypair
-from portal.devserver import free_port, start_embedded_redis, stop
+from portal.devserver import descendants, free_port, start_embedded_redis, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / "instance" / "bench"
@@ -208,24 +208,6 @@ def start_gunicorn(stack: ExitStack, processes: int, threads: int, timeout: floa
             if time.monotonic() > deadline or master.poll() is not None:
                 raise SystemExit(f"gunicorn did not start; see {LOG_DIR / 'gunicorn.log'}") from None
             time.sleep(0.1)
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and every process below it."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [pid], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def start_web_server(stack: ExitStack, app) -> str:
@@ -456,7 +438,7 @@ def run_provisioning(stack: ExitStack, app, args: argparse.Namespace, redis: str
     worker_pids = start_workers(stack, args.workers, redis)
     if args.web_processes:
         address, master = start_gunicorn(stack, args.web_processes, args.web_threads)
-        web_pids = process_tree(master)
+        web_pids = [master, *descendants(master)]
     else:
         address, web_pids = start_web_server(stack, app), []
     client = RouterClient(address, *log_in(address, email))

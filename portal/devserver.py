@@ -66,6 +66,37 @@ def stop(process: subprocess.Popen) -> None:
             process.kill()
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (what to stop with a process that forks: sshd's sessions, gunicorn's workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def processes_named(marker: str) -> list[int]:
+    """The processes (other than this one) whose command line contains `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def prepare_database(app) -> None:
     from flask_migrate import upgrade
 

@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from portal.devserver import descendants
 from portal.ssh import SshTarget
 
 PREFIX = "pl"  # every namespace, root-namespace link and temp dir of a lab: pl<pid><kind><counter>
@@ -135,24 +136,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (sshd's per-connection processes survive their listener unless killed too)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def terminate(pids: Callable[[], Sequence[int]], grace: float = 2.0) -> None:

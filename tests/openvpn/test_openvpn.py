@@ -442,21 +442,6 @@ def test_revocation_never_gives_up_and_the_reconciler_finishes_it(app, admin_cli
 
 # --- provisioning: state machine, fencing, retries ------------------------------------------------------------
 
-def test_a_stale_workers_outcome_changes_nothing(app, admin_client, fake):
-    client_id = client_id_from(add_client(admin_client, f"fenced-{name_suffix()}"))
-    with app.app_context():
-        stale = service.claim(client_id, (Status.PENDING,), Status.PROVISIONING).attempt
-        db.session.commit()
-        current = service.claim(client_id, (Status.PROVISIONING,), Status.PROVISIONING).attempt
-        db.session.commit()
-        assert (stale, current) == (1, 2)
-        assert service.finish(client_id, stale, Status.PROVISIONING, status=Status.FAILED) is None
-        db.session.commit()
-        assert service.finish(client_id, current, Status.PROVISIONING, status=Status.ACTIVE) is not None
-        db.session.commit()
-    assert load(app, client_id).status == Status.ACTIVE
-
-
 def test_a_revoked_client_is_never_provisioned_again(app, admin_client, fake):
     client_id = provisioned(app, admin_client, f"final-{name_suffix()}")
     post(admin_client, f"/openvpn/clients/{client_id}/revoke")

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 import worker
 from portal import remote
 from portal.audit.models import AuditEvent
+from portal.devserver import processes_named
 from portal.errors import TransientError
 from portal.extensions import db
 from portal.jobs import queue
@@ -265,18 +266,6 @@ def wait_for(condition, timeout: float, what: str) -> float:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
     return time.monotonic() - started
-
-
-def processes_named(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 def test_a_worker_killed_mid_batch_leaves_nothing_behind_and_its_work_is_done_by_another(
