@@ -15,6 +15,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from portal.config import build_config
 from portal.crypto import KEYRING_EXTENSION, Keyring
@@ -44,6 +45,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     _register_blueprints(app)
     _register_live(app)
     _register_request_hooks(app)
+    _trust_proxies(app)
     _register_error_pages(app)
     _register_commands(app)
     app.jinja_env.globals["no_worker_alive"] = no_worker_alive
@@ -88,10 +90,19 @@ def _register_live(app: Flask) -> None:
     init_app(app)  # the Socket.IO server; it reaches Redis only once a browser connects
 
 
+def _trust_proxies(app: Flask) -> None:
+    """Behind PORTAL_TRUSTED_PROXIES proxies, the client's address (for throttling and the audit log), scheme
+    and host come from their X-Forwarded-* headers; with none, those headers are ignored."""
+    hops = app.config["PORTAL_TRUSTED_PROXIES"]
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+
 def _register_request_hooks(app: Flask) -> None:
     @app.before_request
     def assign_request_id():
-        incoming = request.headers.get("X-Request-ID", "")
+        # Only a trusted proxy's request id is taken: a client's own would let it choose what the audit log says.
+        incoming = request.headers.get("X-Request-ID", "") if app.config["PORTAL_TRUSTED_PROXIES"] else ""
         g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
 
     app.teardown_appcontext(lambda _error: discard_session())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import string
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "LOGIN_MAX_FAILURES": (int, 5),
     "LOGIN_LOCKOUT_SECONDS": (int, 900),
     "PAGE_SIZE": (int, 25),
+    "TRUSTED_PROXIES": (int, 0),
 }
 
 
@@ -127,6 +129,7 @@ def build_config(environ: Mapping[str, str], instance_path: Path, overrides: Map
         missing = [f"PORTAL_{name}" for name in ("SECRET_KEY", "ENCRYPTION_KEYS") if not settings[name]]
         if missing:
             raise ConfigError(f"production refuses to start without {', '.join(missing)}")
+        validate_secret_key(settings["SECRET_KEY"])
     else:
         missing = [name for name in ("SECRET_KEY", "ENCRYPTION_KEYS", "HUB_PUBLIC_KEY") if not settings[name]]
         generated = development_secrets(instance_path) if missing else {}
@@ -150,6 +153,28 @@ def _validate_job_settings(settings: dict[str, Any]) -> None:
     for name in ("SWEEP_INTERVAL", "BATCH_SIZE"):
         if settings[name] < 1:
             raise ConfigError(f"PORTAL_{name} must be at least 1")
+
+
+SECRET_KEY_BITS = 256
+HEX_DIGITS, URLSAFE = set("0123456789abcdefABCDEF"), set(string.ascii_letters + string.digits + "-_=+/")
+
+
+def secret_key_bits(key: str) -> float:
+    """A cautious estimate of a key's entropy: its length times the bits per character of the smallest
+    alphabet it is drawn from (hex 4, base64 6, anything else 6.5), and nothing for a key of few distinct
+    characters (a repeated or dictionary-like string)."""
+    if len(set(key)) < 12:
+        return 0.0
+    per_character = 4 if set(key) <= HEX_DIGITS else 6 if set(key) <= URLSAFE else 6.5
+    return len(key) * per_character
+
+
+def validate_secret_key(key: str) -> None:
+    if secret_key_bits(key) < SECRET_KEY_BITS:
+        raise ConfigError(
+            f"PORTAL_SECRET_KEY is too weak for production: it signs every session, so it needs about "
+            f"{SECRET_KEY_BITS // 8} random bytes (for example `python -c \"import secrets; "
+            f"print(secrets.token_urlsafe(32))\"`)")
 
 
 def validate_encryption_keys(keys: list[str]) -> None:

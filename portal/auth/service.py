@@ -1,7 +1,8 @@
 """Passwords and login throttling.
 
-Failed logins are counted in Redis per e-mail address and (more leniently) per client address, in a fixed window;
-past the limit, logins are refused until the window ends (the count is a rate limit, not data).
+Failed logins are counted in Redis per (e-mail address, client address) and, more leniently, per client address,
+in a fixed window; past the limit, logins from that address are refused until the window ends (the count is a
+rate limit, not data). Nobody can lock an account out from another address.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ class LoginResult:
 
 
 def _throttle_keys(email: str, ip: str) -> list[str]:
-    return [f"portal:login-failures:email:{email}", f"portal:login-failures:ip:{ip}"]
+    """Failures of one account from one address, and of every account from that address. There is no count
+    per account alone: a stranger's guesses from elsewhere must never lock its owner out."""
+    return [f"portal:login-failures:account:{ip}:{email}", f"portal:login-failures:ip:{ip}"]
 
 
 def authenticate(email: str, password: str, ip: str) -> LoginResult:
@@ -54,11 +57,11 @@ def authenticate(email: str, password: str, ip: str) -> LoginResult:
     if retry_after:
         return LoginResult(retry_after=retry_after)
     user = db.session.scalar(select(User).where(func.lower(User.email) == email))
-    if user is not None and user.active and check_password_hash(user.password_hash, password):
+    # One scrypt whatever the account (unknown, deactivated or active), so the answer's timing tells nothing.
+    matches = check_password_hash(user.password_hash if user is not None else _UNKNOWN_USER_HASH, password)
+    if user is not None and user.active and matches:
         _forget_failures(keys[0])
         return LoginResult(user=user)
-    if user is None:
-        check_password_hash(_UNKNOWN_USER_HASH, password)
     _count_failure(keys, config["PORTAL_LOGIN_LOCKOUT_SECONDS"])
     return LoginResult()
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
+import time
+
 import pytest
 
 from portal.redis_client import redis_connection
@@ -42,6 +45,40 @@ def test_repeated_failures_throttle_even_the_right_password(app, tenant_admin):
     assert throttled.status_code == 429
     assert "Too many failed logins" in throttled.get_data(as_text=True)
     assert client.get("/routers").status_code == 302  # still logged out
+
+
+def test_failures_from_one_address_do_not_refuse_the_owner_from_another(app, tenant_admin):
+    attacker = app.test_client()
+    attacker.environ_base["REMOTE_ADDR"] = "198.51.100.7"
+    for _ in range(app.config["PORTAL_LOGIN_MAX_FAILURES"]):
+        assert login(attacker, tenant_admin[1], "guessing wrong").status_code == 401
+    assert login(attacker, tenant_admin[1]).status_code == 429
+    assert login(app.test_client(), tenant_admin[1]).status_code == 302  # the owner, from 127.0.0.1
+
+
+def test_unknown_deactivated_and_wrong_password_answers_cost_the_same(app, tenant_admin):
+    from portal.audit.service import Actor
+    from portal.extensions import db
+    from portal.tenancy import service
+    from portal.tenancy.models import Role
+
+    with app.app_context():
+        inactive = service.create_user(Actor.system("test"), "gone@timing.example", vectors.PASSWORD,
+                                       Role.TENANT_ADMIN, tenant_admin[0])
+        inactive.active = False
+        db.session.commit()
+
+    def median_ms(email: str) -> float:
+        client, times = app.test_client(), []
+        for _ in range(9):
+            client.environ_base["REMOTE_ADDR"] = f"198.51.100.{len(times) + 20}"  # never throttled
+            started = time.perf_counter()
+            assert login(client, email, "wrong password here").status_code == 401
+            times.append((time.perf_counter() - started) * 1000)
+        return statistics.median(times)
+
+    medians = [median_ms(email) for email in ("nobody@timing.example", "gone@timing.example", tenant_admin[1])]
+    assert max(medians) < 1.5 * min(medians), medians  # each pays one scrypt: no account answers early
 
 
 def test_many_failures_from_one_address_throttle_every_account_from_it(app, tenant_admin):

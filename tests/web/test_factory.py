@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 import pytest
 from cryptography.fernet import Fernet
+from flask import request
 
 from portal import create_app
 from portal.config import ConfigError, build_config
@@ -147,3 +148,28 @@ def test_development_keeps_keys_given_in_the_environment(tmp_path):
                            "PORTAL_HUB_PUBLIC_KEY": vectors.HUB_PUBLIC_KEY}, tmp_path, {"ENV": "development"})
     assert config["SECRET_KEY"] == "s"
     assert not (tmp_path / "dev-secrets.json").exists()
+
+
+@pytest.mark.parametrize("weak", ["x" * 64, "password-password-password-password", "0123456789abcdef" * 3])
+def test_production_refuses_a_weak_secret_key_and_says_why(tmp_path, weak):
+    with pytest.raises(ConfigError, match="PORTAL_SECRET_KEY is too weak.*token_urlsafe"):
+        build_config({**PRODUCTION_ENVIRON, "PORTAL_SECRET_KEY": weak}, tmp_path, {})
+
+
+def test_production_takes_a_secret_key_made_as_the_message_says(tmp_path):
+    import secrets
+
+    for key in (secrets.token_urlsafe(32), secrets.token_hex(32)):
+        assert build_config({**PRODUCTION_ENVIRON, "PORTAL_SECRET_KEY": key}, tmp_path, {})["SECRET_KEY"] == key
+
+
+def test_behind_a_trusted_proxy_its_request_id_and_the_client_address_are_taken(app):
+    with built_app({"TRUSTED_PROXIES": 1}) as proxied:
+        seen = {}
+        proxied.before_request(lambda: seen.update(address=request.remote_addr) and None)
+        response = proxied.test_client().get("/healthz", headers={"X-Request-ID": "from-the-proxy",
+                                                                   "X-Forwarded-For": "203.0.113.9"})
+    assert response.headers["X-Request-ID"] == "from-the-proxy" and seen["address"] == "203.0.113.9"
+    direct = app.test_client().get("/healthz", headers={"X-Request-ID": "from-a-client",
+                                                        "X-Forwarded-For": "203.0.113.9"})
+    assert direct.headers["X-Request-ID"] != "from-a-client"
