@@ -63,6 +63,8 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "TRAFFIC_RETENTION_DAYS": (int, 7),
     "SSH_CONNECT_TIMEOUT": (float, 10.0),
     "SSH_COMMAND_TIMEOUT": (float, 30.0),
+    "SESSION_IDLE_MINUTES": (int, 120),
+    "SESSION_MAX_HOURS": (int, 24),
     "LOGIN_MAX_FAILURES": (int, 5),
     "LOGIN_LOCKOUT_SECONDS": (int, 900),
     "PAGE_SIZE": (int, 25),

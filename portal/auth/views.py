@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, make_response, redirect, render_template, request, session, url_for
@@ -10,6 +9,7 @@ from flask_login import current_user, login_user, logout_user
 
 from portal import live
 from portal.actions import first_read
+from portal.auth import sessions
 from portal.auth.forms import LoginForm
 from portal.auth.service import authenticate
 from portal.extensions import db, login_manager
@@ -22,7 +22,8 @@ blueprint = Blueprint("auth", __name__)
 
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
-    return first_read(lambda: db.session.get(User, int(user_id)))
+    """The user only while the cookie's session is live on the server (logout or deactivation end it)."""
+    return first_read(lambda: sessions.user_for(session.get(SESSION_KEY), int(user_id)))
 
 
 @login_manager.unauthorized_handler
@@ -58,9 +59,13 @@ def login():
     if form.validate_on_submit():
         result = authenticate(form.email.data, form.password.data, request.remote_addr or "-")
         if result.user is not None:
+            target = safe_next(request.args.get("next")) or home_for(result.user)
+            session.clear()  # a new session, and with it a new CSRF token
             login_user(result.user)
-            session[SESSION_KEY] = secrets.token_urlsafe(16)  # names this login's sockets, for logout
-            return redirect(safe_next(request.args.get("next")) or home_for(result.user))
+            # Names this login on the server (and its sockets, for logout).
+            session[SESSION_KEY] = sessions.start(result.user, request.remote_addr)
+            db.session.commit()
+            return redirect(target)
         if result.retry_after is not None:
             minutes = max(1, round(result.retry_after / 60))
             form.form_errors.append(f"Too many failed logins. Try again in about {minutes} minute(s).")
@@ -84,9 +89,10 @@ def index():
 def logout():
     token = session.pop(SESSION_KEY, None)
     if token:
+        sessions.end(token)
+        db.session.commit()
         live.disconnect_session(token)  # this session's sockets, on every web process
-    elif current_user.is_authenticated:
-        live.disconnect_user(current_user.id)  # a session from before tokens: all of the user's sockets
     logout_user()
+    session.clear()
     flash("You are logged out.")
     return redirect(url_for("auth.login"))

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from portal import live
 from portal.audit.service import Actor, record
+from portal.auth import sessions
 from portal.auth.service import check_password_strength, hash_password
 from portal.errors import Conflict, DomainError
 from portal.extensions import db
@@ -65,6 +66,7 @@ def change_access(actor: Actor, user: User, role: Role, tenant_id: int | None, a
     if after != before:
         record("user.access_changed", actor, tenant_id=before["tenant_id"], target=user,
                details={"before": before, "after": after})
+        sessions.end_all(user.id)  # signed in again under the new access, or not at all
         live.user_access_changed(user.id)
     return user
 

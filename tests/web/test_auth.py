@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import statistics
 import time
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from portal.redis_client import redis_connection
 from tests import vectors
@@ -126,16 +128,69 @@ def test_anonymous_htmx_request_gets_hx_redirect_not_a_login_fragment(client):
 
 def test_next_parameter_cannot_send_the_user_off_site(app, tenant_admin):
     client = app.test_client()
-    token = csrf_token(client)
     for target in ("https://evil.example/", "//evil.example/", "javascript:alert(1)"):
         response = client.post(f"/login?next={target}", data={"email": tenant_admin[1], "password": vectors.PASSWORD,
-                                                               "csrf_token": token})
+                                                               "csrf_token": csrf_token(client)})
         assert response.headers["Location"] == "/routers", target
         client.post("/logout", data={"csrf_token": csrf_token(client, "/routers")})
 
 
 def test_logout_ends_the_session(admin_client):
     assert post(admin_client, "/logout").status_code == 302
+    assert admin_client.get("/routers").status_code == 302
+
+
+def copy_of(app, client):
+    """Another browser holding the same cookie as `client` holds now (as an attacker who saved it would)."""
+    thief = app.test_client()
+    thief.set_cookie("session", client.get_cookie("session").value)
+    return thief
+
+
+def test_a_cookie_saved_before_logout_is_useless_after_it(app, admin_client):
+    token = csrf_token(admin_client, "/routers")
+    saved = copy_of(app, admin_client)
+    assert saved.get("/routers").status_code == 200
+    assert post(admin_client, "/logout").status_code == 302
+    assert saved.get("/routers").status_code == 302
+    refused = saved.post("/routers/new", data={"name": "after-logout", "csrf_token": token})
+    assert refused.status_code in (302, 400) and "/routers/" not in refused.headers.get("Location", "")
+
+
+def test_a_csrf_token_from_before_logout_is_refused_after_the_next_login(app, tenant_admin):
+    client = app.test_client()
+    assert login(client, tenant_admin[1]).status_code == 302
+    old_token = csrf_token(client, "/routers")
+    client.post("/logout", data={"csrf_token": old_token})
+    assert login(client, tenant_admin[1]).status_code == 302
+    assert client.post("/routers/new", data={"name": "stale-token", "csrf_token": old_token}).status_code == 400
+    assert csrf_token(client, "/routers") != old_token
+
+
+def test_deactivation_ends_the_users_sessions_at_once(app, admin_client):
+    from portal.audit.service import Actor
+    from portal.extensions import db
+    from portal.tenancy import service
+    from portal.tenancy.models import User
+
+    assert admin_client.get("/routers").status_code == 200
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.tenant_id == admin_client.tenant_id))
+        service.change_access(Actor.system("test"), user, user.role, user.tenant_id, active=False)
+        db.session.commit()
+    assert admin_client.get("/routers").status_code == 302
+
+
+def test_an_idle_session_expires(app, admin_client):
+    from portal.auth.models import LoginSession
+    from portal.extensions import db
+
+    assert admin_client.get("/routers").status_code == 200
+    idle = timedelta(minutes=app.config["PORTAL_SESSION_IDLE_MINUTES"] + 1)
+    with app.app_context():
+        newest = db.session.scalar(select(LoginSession).order_by(LoginSession.id.desc()).limit(1))
+        newest.last_seen_at -= idle
+        db.session.commit()
     assert admin_client.get("/routers").status_code == 302
 
 
