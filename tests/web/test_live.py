@@ -201,6 +201,15 @@ def test_logout_disconnects_that_sessions_sockets_and_no_other(browsers, tenant_
     assert first.refused_reason() == "unauthorized"  # the old cookie no longer logs in
 
 
+def test_a_cookie_saved_before_logout_cannot_connect_after_it(browsers, tenant_admin):
+    owner, thief = browsers(tenant_admin[1]), browsers()
+    thief.http.cookies.update(owner.http.cookies.get_dict())  # saved while the owner was signed in
+    thief.connect()
+    thief.sio.disconnect()
+    owner.http.post(owner.base_url + "/logout", data={"csrf_token": owner.csrf("/routers")}, allow_redirects=False)
+    assert thief.refused_reason() == "unauthorized"
+
+
 def test_disconnect_user_reaches_every_socket_of_that_user(app, browsers, tenant_admin):
     first, second = browsers(tenant_admin[1]), browsers(tenant_admin[1])
     first.connect()
