@@ -87,9 +87,7 @@ def _record_outcome(transition: Transition, actor: Actor, row: Fenced | None, at
         db.session.rollback()
         log.info("attempt %s was superseded by a later one; wrote nothing", attempt)
         return "superseded"
-    action = f"{transition.action}.succeeded"
-    record(action, actor, tenant_id=row.tenant_id, target=row, details={"attempt": attempt})
-    hint(transition.action, row, action)
+    write_success(transition, actor, row, attempt)
     status = row.status
     db.session.commit()
     return status
@@ -97,22 +95,39 @@ def _record_outcome(transition: Transition, actor: Actor, row: Fenced | None, at
 
 def record_failure(transition: Transition, actor: Actor, row_id: int, attempt: int, error: Exception,
                    finish: Callable[..., Fenced | None]) -> str:
-    """A transient error (host unreachable) leaves the row in `on_transient`, any other in `on_failure`; a row
-    left in a state that needs work waits until its `retry_at`. Returns the outcome's name."""
+    """`write_failure` in a transaction of its own, after the side effect's failure. Returns the outcome's name."""
     db.session.rollback()
+    outcome = write_failure(transition, actor, row_id, attempt, error, finish)
+    if outcome == "superseded":
+        db.session.rollback()
+    else:
+        db.session.commit()
+    return outcome
+
+
+def write_failure(transition: Transition, actor: Actor, row_id: int, attempt: int, error: Exception,
+                  finish: Callable[..., Fenced | None]) -> str:
+    """A transient error (host unreachable) leaves the row in `on_transient`, any other in `on_failure`; a row
+    left in a state that needs work waits until its `retry_at`. Audited and hinted in the caller's
+    transaction; "superseded" (nothing written) if a later attempt took over."""
     transient = isinstance(error, TransientError)
     message = describe(error)
     status = transition.on_transient if transient else transition.on_failure
     row = finish(row_id, attempt, transition.working, status=status, last_error=message,
                  retry_at=retry_time(attempt))
     if row is None:
-        db.session.rollback()
         return "superseded"
     outcome = "retry" if transient else "failed"
     record(f"{transition.action}.{outcome}", actor, tenant_id=row.tenant_id, target=row,
            details={"attempt": attempt, "error": message})
     hint(transition.action, row, f"{transition.action}.{outcome}")
-    db.session.commit()
     if not transient:
         log.warning("%s of %s failed: %s", transition.action, row_id, message)
     return outcome
+
+
+def write_success(transition: Transition, actor: Actor, row: Fenced, attempt: int) -> None:
+    """Audit and hint a success already written to `row`, in the caller's transaction."""
+    action = f"{transition.action}.succeeded"
+    record(action, actor, tenant_id=row.tenant_id, target=row, details={"attempt": attempt})
+    hint(transition.action, row, action)

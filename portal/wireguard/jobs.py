@@ -23,12 +23,12 @@ from sqlalchemy import select
 
 from portal import live
 from portal.audit.service import Actor, record
-from portal.errors import TransientError, describe
+from portal.errors import describe
 from portal.extensions import db
 from portal.ipam.models import TenantSubnet
 from portal.jobs import LockBusy, current_job_id, job, work_lock
 from portal.jobs.lock import lock_is_held
-from portal.jobs.runner import Transition, hint, retry_time
+from portal.jobs.runner import Transition, hint, write_failure, write_success
 from portal.lifecycle import claim_due, due_scopes, finish_rows
 from portal.remote import RemoteCommandFailed
 from portal.types import utcnow
@@ -200,13 +200,12 @@ def _record_outcomes(actor: Actor, changes: list[Change], results: list[Exceptio
         if row is None:
             outcomes["superseded"] += 1
             continue
-        action = TRANSITIONS[change.working].action
-        record(f"{action}.succeeded", actor, tenant_id=row.tenant_id, target=row, details={"attempt": change.attempt})
-        hint(action, row, f"{action}.succeeded")
+        write_success(TRANSITIONS[change.working], actor, row, change.attempt)
         outcomes[row.status] += 1
     for change, error in zip(changes, results, strict=True):
         if error is not None:
-            outcomes[_record_failure(actor, change, error)] += 1
+            outcomes[write_failure(TRANSITIONS[change.working], actor, change.configuration_id, change.attempt,
+                                   error, service.finish)] += 1
     return outcomes
 
 
@@ -226,22 +225,6 @@ def _finish_succeeded(changes: list[Change]) -> dict[int, VpnConfiguration]:
     rows = {row.id: row for row in finished if row is not None}
     service.release_addresses([row for row in rows.values() if row.status == Status.REVOKED])
     return rows
-
-
-def _record_failure(actor: Actor, change: Change, error: Exception) -> str:
-    transition = TRANSITIONS[change.working]
-    transient = isinstance(error, TransientError)
-    message = describe(error)
-    row = service.finish(change.configuration_id, change.attempt, change.working,
-                         status=transition.on_transient if transient else transition.on_failure,
-                         last_error=message, retry_at=retry_time(change.attempt))
-    if row is None:
-        return "superseded"
-    outcome = "retry" if transient else "failed"
-    record(f"{transition.action}.{outcome}", actor, tenant_id=row.tenant_id, target=row,
-           details={"attempt": change.attempt, "error": message})
-    hint(transition.action, row, f"{transition.action}.{outcome}")
-    return outcome
 
 
 def verify_applied(state: HubDump | None, *peers: Peer) -> None:
