@@ -3,7 +3,8 @@
 The app is built once; every job runs inside its own app context in this process (no fork per job). Each
 worker also runs the periodic work in threads of its own, each piece once per interval across the fleet:
 the sweep (due work that no job is doing, every PORTAL_SWEEP_INTERVAL seconds), hub and server monitoring
-(PORTAL_MONITOR_INTERVAL) and reconciliation with the hubs (PORTAL_RECONCILE_INTERVAL).
+(PORTAL_MONITOR_INTERVAL), reconciliation with the hubs (PORTAL_RECONCILE_INTERVAL), and ending support
+visits that ran out of time.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 from portal import create_app
 from portal.jobs.worker import Periodic, run
 from portal.openvpn import jobs as openvpn_jobs
+from portal.tenancy import impersonation
 from portal.wireguard import jobs as wireguard_jobs
 
 PERIODIC = (
@@ -21,6 +23,8 @@ PERIODIC = (
     Periodic(wireguard_jobs.poll_hubs, "PORTAL_MONITOR_INTERVAL"),
     Periodic(openvpn_jobs.poll_servers, "PORTAL_MONITOR_INTERVAL"),
     Periodic(wireguard_jobs.reconcile, "PORTAL_RECONCILE_INTERVAL"),
+    # Closes the sockets of a support visit on time, even when its page makes no further request.
+    Periodic(impersonation.end_expired, "PORTAL_SWEEP_INTERVAL"),
 )
 
 

@@ -21,6 +21,8 @@ from portal.config import build_config
 from portal.crypto import KEYRING_EXTENSION, Keyring
 from portal.extensions import csrf, db, login_manager, migrate
 from portal.jobs.worker import no_worker_alive
+from portal.tenancy.access import can_change, can_handle_secrets, impersonation, load_impersonation
+from portal.types import utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -48,7 +50,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     _trust_proxies(app)
     _register_error_pages(app)
     _register_commands(app)
-    app.jinja_env.globals["no_worker_alive"] = no_worker_alive
+    app.jinja_env.globals.update(no_worker_alive=no_worker_alive, impersonation=impersonation,
+                                 can_change=can_change, can_handle_secrets=can_handle_secrets, now_utc=utcnow)
     return app
 
 
@@ -70,17 +73,21 @@ def _tune_sqlite(engine) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
+    from portal.account.views import blueprint as account
     from portal.audit.views import blueprint as audit
     from portal.auth.views import blueprint as auth
     from portal.dashboard.views import blueprint as dashboard
     from portal.openvpn.admin_views import blueprint as openvpn_servers
     from portal.openvpn.views import blueprint as openvpn
     from portal.ops.views import blueprint as ops
+    from portal.tenancy.support_views import blueprint as support
     from portal.tenancy.views import blueprint as tenancy
+    from portal.tenancy.views import users_blueprint as users
     from portal.wireguard.admin_views import blueprint as hubs
     from portal.wireguard.views import blueprint as wireguard
 
-    for blueprint in (auth, tenancy, wireguard, hubs, openvpn, openvpn_servers, audit, dashboard, ops):
+    for blueprint in (auth, tenancy, wireguard, hubs, openvpn, openvpn_servers, audit, dashboard, ops, support,
+                      users, account):
         app.register_blueprint(blueprint)
 
 
@@ -105,6 +112,7 @@ def _register_request_hooks(app: Flask) -> None:
         incoming = request.headers.get("X-Request-ID", "") if app.config["PORTAL_TRUSTED_PROXIES"] else ""
         g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
 
+    app.before_request(load_impersonation)
     app.teardown_appcontext(lambda _error: discard_session())
 
     @app.after_request
@@ -156,6 +164,8 @@ def _register_error_pages(app: Flask) -> None:
 
 
 def _friendly(error: HTTPException) -> str:
+    if error.description != type(error).description:  # a view's own words: abort(403, description=...)
+        return error.description or ""
     messages = {
         403: "Your account cannot open this page.",
         404: "There is nothing here, or it belongs to someone else.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from typing import NamedTuple
 
 import click
 from cryptography.fernet import Fernet
@@ -12,18 +13,20 @@ from sqlalchemy import Text, literal, select, type_coerce
 
 from portal.actions import commit_or_exit
 from portal.audit.service import Actor, verify_chain
+from portal.auth import two_factor
 from portal.crypto import EncryptedText, current_keyring
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.openvpn.cli import openvpn_cli
 from portal.tenancy import service as tenancy
-from portal.tenancy.models import Role
+from portal.tenancy.models import Role, User
 from portal.wireguard.cli import hub_cli, reconcile_command
 
 CLI_ACTOR = Actor.system("cli")
 DEMO_TENANT = "Demo ISP"
 DEMO_ADMIN = "admin@demo.example"
 PLATFORM_ADMIN = "platform@demo.example"
+SUPPORT = "support@demo.example"
 
 tenants_cli = AppGroup("tenants", help="Create and list tenants.")
 users_cli = AppGroup("users", help="Create and list users.")
@@ -48,7 +51,7 @@ def list_tenants() -> None:
 @click.argument("email")
 @click.option("--role", type=click.Choice([role.value for role in Role]), default=Role.TENANT_ADMIN.value)
 @click.option("--tenant", "tenant_name", help="Tenant name (tenant admins only).")
-@click.password_option(help="At least 10 characters; asked for when not given.")
+@click.password_option(help="At least 12 characters, not a common one; asked for when not given.")
 def create_user(email: str, role: str, tenant_name: str | None, password: str) -> None:
     def create():
         tenant_id = None
@@ -69,17 +72,38 @@ def list_users() -> None:
         click.echo(f"{user.id}\t{user.email}\t{user.role.value}\t{user.tenant.name if user.tenant else '-'}")
 
 
-def seed_demo() -> list[tuple[str, str, str]]:
-    """A demo tenant, its admin and a platform admin, once. Returns the (role, email, password) it created."""
-    if tenancy.tenant_by_name(DEMO_TENANT) is not None:
-        return []
-    tenant = tenancy.create_tenant(CLI_ACTOR, DEMO_TENANT)
+class DemoAccount(NamedTuple):
+    role: str
+    email: str
+    password: str
+    totp_secret: str | None  # staff sign in with two factors, enrolled with this secret
+
+    def lines(self) -> list[str]:
+        """How to sign in as this account, for the terminal."""
+        lines = [f"{self.role}: {self.email}  password: {self.password}"]
+        if self.totp_secret:
+            lines += [f"  two-factor secret: {self.totp_secret} (for an authenticator app); the current code:",
+                      f"  .venv/bin/python -c \"import pyotp; print(pyotp.TOTP('{self.totp_secret}').now())\""]
+        return lines
+
+
+def seed_demo() -> list[DemoAccount]:
+    """The demo tenant, its admin, a platform admin and a support user, each made once (staff enrolled in two
+    factors when their role requires it). Returns the accounts it made, with their passwords and secrets."""
+    tenant = tenancy.tenant_by_name(DEMO_TENANT) or tenancy.create_tenant(CLI_ACTOR, DEMO_TENANT)
     created = []
     for email, role, tenant_id in ((DEMO_ADMIN, Role.TENANT_ADMIN, tenant.id),
-                                   (PLATFORM_ADMIN, Role.PLATFORM_ADMIN, None)):
+                                   (PLATFORM_ADMIN, Role.PLATFORM_ADMIN, None),
+                                   (SUPPORT, Role.SUPPORT, None)):
+        if db.session.scalar(select(User).where(User.email == email)) is not None:
+            continue
         password = secrets.token_urlsafe(12)
-        tenancy.create_user(CLI_ACTOR, email, password, role, tenant_id)
-        created.append((role.label, email, password))
+        user = tenancy.create_user(CLI_ACTOR, email, password, role, tenant_id)
+        secret = None
+        if two_factor.required_for(user):
+            secret = two_factor.new_secret()
+            two_factor.enable(CLI_ACTOR, user, secret)
+        created.append(DemoAccount(role.label, email, password, secret))
     db.session.commit()
     return created
 
@@ -87,12 +111,13 @@ def seed_demo() -> list[tuple[str, str, str]]:
 @click.command("seed-demo")
 @with_appcontext
 def seed_demo_command() -> None:
-    """Create the demo tenant and users (once) and print their passwords."""
+    """Create the demo tenant and users (once) and print their passwords and two-factor secrets."""
     created = seed_demo()
     if not created:
-        click.echo(f"The demo tenant {DEMO_TENANT!r} exists already; its passwords were printed when it was made.")
-    for role, email, password in created:
-        click.echo(f"{role}: {email} / {password}")
+        click.echo("The demo accounts exist already; their passwords were printed when they were made.")
+    for account in created:
+        for line in account.lines():
+            click.echo(line)
 
 
 @keys_cli.command("generate")

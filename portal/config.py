@@ -34,6 +34,16 @@ def parse_str_list(raw: str) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
+MAIL_SECURITY = ("starttls", "tls", "none")
+
+
+def parse_mail_security(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in MAIL_SECURITY:
+        raise ValueError(f"must be one of {', '.join(MAIL_SECURITY)}, not {raw!r}")
+    return value
+
+
 # name -> (parser, default). A default of None means "not set".
 SETTINGS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "ENV": (str, "development"),
@@ -67,8 +77,23 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "SESSION_MAX_HOURS": (int, 24),
     "LOGIN_MAX_FAILURES": (int, 5),
     "LOGIN_LOCKOUT_SECONDS": (int, 900),
+    # roles that must sign in with a second factor (TOTP); an empty value requires it of nobody
+    "REQUIRE_2FA_FOR": (parse_str_list, ["platform_admin", "support"]),
     "PAGE_SIZE": (int, 25),
     "TRUSTED_PROXIES": (int, 0),
+    # E-mail (portal.mail): without a host, messages are written to MAIL_OUTBOX (default <instance>/outbox).
+    "MAIL_HOST": (str, None),
+    "MAIL_PORT": (int, 587),
+    "MAIL_SECURITY": (parse_mail_security, "starttls"),
+    "MAIL_USERNAME": (str, None),
+    "MAIL_PASSWORD": (str, None),
+    "MAIL_FROM": (str, "VPN portal <portal@localhost>"),
+    "MAIL_TIMEOUT": (float, 10.0),
+    "MAIL_OUTBOX": (str, None),
+    # How long a one-time link sent by e-mail works: an invitation, a password reset.
+    "INVITE_HOURS": (int, 72),
+    "PASSWORD_RESET_HOURS": (int, 24),
+    "IMPERSONATION_MINUTES": (int, 60),
 }
 
 

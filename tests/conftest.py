@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -153,18 +154,89 @@ def other_tenant_admin(app):
     return create_tenant_admin(app)
 
 
-@pytest.fixture
-def platform_admin(app):
+def create_staff(app, role: str, two_factor: bool = True) -> str:
+    """A platform admin or support user (its e-mail), enrolled in two factors unless told otherwise."""
     from portal.audit.service import Actor
     from portal.extensions import db
     from portal.tenancy import service
     from portal.tenancy.models import Role
 
     with app.app_context():
-        email = f"platform-{os.getpid()}-{next(_names)}@portal.example"
-        service.create_user(Actor.system("test"), email, vectors.PASSWORD, Role.PLATFORM_ADMIN, None)
+        email = f"{role.replace('_', '-')}-{os.getpid()}-{next(_names)}@portal.example"
+        service.create_user(Actor.system("test"), email, vectors.PASSWORD, Role(role), None)
         db.session.commit()
-        return email
+    if two_factor:
+        enrol_two_factor(app, email)
+    return email
+
+
+@pytest.fixture
+def platform_admin(app):
+    """A platform admin's e-mail; enrolled in two factors, so `login()` answers its code step."""
+    return create_staff(app, "platform_admin")
+
+
+@pytest.fixture
+def support_user(app):
+    """A support user's e-mail; enrolled in two factors, so `login()` answers its code step."""
+    return create_staff(app, "support")
+
+
+def _user(email: str):
+    from sqlalchemy import func, select
+
+    from portal.extensions import db
+    from portal.tenancy.models import User
+
+    return db.session.scalar(select(User).where(func.lower(User.email) == email.lower()))
+
+
+def enrol_two_factor(app, email: str, secret: str | None = None) -> str:
+    """Turn two factors on for `email` (as a finished enrolment would); the TOTP secret."""
+    import pyotp
+
+    from portal.audit.service import Actor
+    from portal.auth import two_factor
+    from portal.extensions import db
+
+    secret = secret or pyotp.random_base32()
+    with app.app_context():
+        two_factor.enable(Actor.system("test"), _user(email), secret)
+        db.session.commit()
+    return secret
+
+
+def totp_code(app, email: str) -> str:
+    """A code the user's authenticator app could show now that the portal has not accepted yet.
+
+    The portal accepts the codes of the current 30 s step and the steps either side, each step once and only
+    moving forward. This gives the code of the current step, else of the next one; when both are used, it waits
+    for the next step, as a person would. (The previous step is never picked: it may pass while the request
+    travels.) Two sign-ins per step and user cost no waiting."""
+    import pyotp
+
+    from portal.auth.two_factor import STEP
+
+    with app.app_context():
+        user = _user(email)
+        secret, last = user.totp_secret, user.totp_last_step
+    assert secret, f"{email} has no two-factor secret"
+    while True:
+        now = time.time()
+        step = next((step for step in (int(now) // STEP, int(now) // STEP + 1) if last is None or step > last), None)
+        if step is not None:
+            return pyotp.TOTP(secret, interval=STEP).generate_otp(step)
+        time.sleep(STEP - now % STEP + 0.05)
+
+
+def login(client, email: str, password: str = vectors.PASSWORD):
+    """Log in through the form, and through the code step too for a user with two factors (the code from
+    `totp_code`); the last response."""
+    response = client.post("/login", data={"email": email, "password": password, "csrf_token": csrf_token(client)})
+    if response.status_code == 302 and response.headers["Location"].startswith("/login/code"):
+        response = client.post("/login/code", data={"code": totp_code(client.application, email),
+                                                     "csrf_token": csrf_token(client, "/login/code")})
+    return response
 
 
 CSRF_FIELD = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|"X-CSRFToken": "([^"]+)"')
@@ -175,11 +247,6 @@ def csrf_token(client, path: str = "/login") -> str:
     match = CSRF_FIELD.search(page)
     assert match, f"no CSRF token on {path}"
     return match.group(1) or match.group(2)
-
-
-def login(client, email: str, password: str = vectors.PASSWORD):
-    return client.post("/login", data={"email": email, "password": password,
-                                       "csrf_token": csrf_token(client)})
 
 
 @pytest.fixture
@@ -291,3 +358,44 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.write_line(
             f"{len(skipped)} system tests skipped ({'; '.join(reasons)}): run `make test` as root after installing "
             "the Debian packages that .ci/run installs, or set PORTAL_E2E=required to make them fail instead.")
+
+
+# E-mail (portal.mail): what the portal wrote to its outbox instead of sending it.
+
+ONE_TIME_LINK = re.compile(r"https?://[^/\s]+(/(?:invite|password-reset)/[A-Za-z0-9_-]+)")
+
+
+class Outbox:
+    """The `.eml` files the portal wrote (no PORTAL_MAIL_HOST), oldest first."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def messages(self, to: str | None = None) -> list:
+        from email import policy
+        from email.parser import BytesParser
+
+        found = [BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+                 for path in sorted(self.folder.glob("*.eml"))] if self.folder.exists() else []
+        return [message for message in found if to is None or message["To"] == to]
+
+    def last(self, to: str | None = None):
+        messages = self.messages(to)
+        assert messages, f"no e-mail to {to or 'anyone'} in {self.folder}"
+        return messages[-1]
+
+    def link(self, to: str | None = None) -> str:
+        """The path of the one-time link (/invite/..., /password-reset/...) in the last e-mail to `to`."""
+        text = self.last(to).get_body(("plain",)).get_content()
+        match = ONE_TIME_LINK.search(text)
+        assert match, f"no one-time link in: {text}"
+        return match.group(1)
+
+
+@pytest.fixture
+def outbox(app, tmp_path, monkeypatch):
+    """E-mails go to a fresh folder of this test's (as under `make run`, where they go to instance/outbox)."""
+    folder = tmp_path / "outbox"
+    monkeypatch.setitem(app.config, "PORTAL_MAIL_HOST", None)
+    monkeypatch.setitem(app.config, "PORTAL_MAIL_OUTBOX", str(folder))
+    return Outbox(folder)

@@ -1,8 +1,24 @@
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField
+from wtforms import EmailField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 
 class LoginForm(FlaskForm):
     email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+
+
+class LoginCodeForm(FlaskForm):
+    code = StringField("Code", validators=[DataRequired(), Length(max=64)],
+                       render_kw={"autocomplete": "one-time-code", "spellcheck": "false", "autocapitalize": "none"},
+                       description="The 6 digits your authenticator app shows now, or one of your recovery codes.")
+
+
+class ConfirmCodeForm(FlaskForm):
+    code = StringField("Code from the app", validators=[DataRequired(), Length(max=16)],
+                       render_kw={"autocomplete": "one-time-code", "inputmode": "numeric"})
+
+
+class CurrentPasswordForm(FlaskForm):
+    password = PasswordField("Your current password", validators=[DataRequired(), Length(max=1024)],
+                             render_kw={"autocomplete": "current-password"})

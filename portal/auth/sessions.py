@@ -11,11 +11,12 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from flask import current_app
+from flask import current_app, g, has_request_context, request
 from sqlalchemy import select, update
 
 from portal.auth.models import LoginSession
 from portal.extensions import db
+from portal.tenancy.impersonation import end_for_sessions
 from portal.tenancy.models import User
 from portal.types import utcnow
 
@@ -29,8 +30,15 @@ def _hash(token: str) -> str:
 def start(user: User, ip: str | None) -> str:
     """A new session for `user` (in the caller's transaction); the token for the cookie."""
     token = secrets.token_urlsafe(32)
-    db.session.add(LoginSession(token_hash=_hash(token), user_id=user.id, ip=ip))
+    db.session.add(LoginSession(token_hash=_hash(token), user_id=user.id, ip=ip, user_agent=_user_agent()))
     return token
+
+
+def _user_agent() -> str | None:
+    """The browser's User-Agent when signing in from a request (shown on the user's sessions page)."""
+    if not has_request_context():
+        return None
+    return request.user_agent.string[:200] or None
 
 
 def user_for(token: str | None, user_id: int) -> User | None:
@@ -48,18 +56,61 @@ def user_for(token: str | None, user_id: int) -> User | None:
     if found is None:
         return None
     user, session_id, last_seen = found
+    g.login_session_id = session_id  # what impersonation and the live layer key on
     if now - last_seen > TOUCH_EVERY:
         db.session.execute(update(LoginSession).where(LoginSession.id == session_id).values(last_seen_at=now))
         db.session.commit()  # the first statement of the request: nothing else rides on this commit
     return user
 
 
-def end(token: str) -> None:
-    db.session.execute(update(LoginSession).where(LoginSession.token_hash == _hash(token),
-                                                  LoginSession.revoked_at.is_(None)).values(revoked_at=utcnow()))
+def end(token: str) -> int | None:
+    """End the session of `token` (and what it was impersonating); its id, for disconnecting its sockets, or
+    None if it was not live."""
+    ended = _revoke(LoginSession.token_hash == _hash(token))
+    return ended[0] if ended else None
 
 
 def end_all(user_id: int) -> None:
     """Every open session of the user (deactivation, a change of role)."""
-    db.session.execute(update(LoginSession).where(LoginSession.user_id == user_id,
-                                                  LoginSession.revoked_at.is_(None)).values(revoked_at=utcnow()))
+    _revoke(LoginSession.user_id == user_id)
+
+
+def _revoke(*conditions) -> list[int]:
+    ended = list(db.session.scalars(update(LoginSession).where(*conditions, LoginSession.revoked_at.is_(None))
+                                    .values(revoked_at=utcnow()).returning(LoginSession.id)))
+    end_for_sessions(ended, "session ended")
+    return ended
+
+
+def _live(now):
+    """The conditions of a session that still signs its user in (see `user_for`)."""
+    config = current_app.config
+    return (LoginSession.revoked_at.is_(None),
+            LoginSession.last_seen_at > now - timedelta(minutes=config["PORTAL_SESSION_IDLE_MINUTES"]),
+            LoginSession.created_at > now - timedelta(hours=config["PORTAL_SESSION_MAX_HOURS"]))
+
+
+def session_id_for(token: str | None) -> int | None:
+    """The id of the session a cookie's token names (live or not), or None."""
+    if not token:
+        return None
+    return db.session.scalar(select(LoginSession.id).where(LoginSession.token_hash == _hash(token)))
+
+
+def live_sessions(user_id: int) -> list[LoginSession]:
+    """The user's sessions that still sign them in, newest use first."""
+    return list(db.session.scalars(select(LoginSession).where(LoginSession.user_id == user_id, *_live(utcnow()))
+                                   .order_by(LoginSession.last_seen_at.desc(), LoginSession.id.desc())))
+
+
+def end_one(user_id: int, login_session_id: int) -> bool:
+    """End one of the user's sessions (another user's id ends nothing); whether it was live."""
+    return bool(_revoke(LoginSession.id == login_session_id, LoginSession.user_id == user_id))
+
+
+def end_others(user_id: int, keep_login_session_id: int | None) -> list[int]:
+    """End every session of the user but `keep_login_session_id` (a password change); the ids ended."""
+    conditions = [LoginSession.user_id == user_id]
+    if keep_login_session_id is not None:
+        conditions.append(LoginSession.id != keep_login_session_id)
+    return _revoke(*conditions)

@@ -8,7 +8,7 @@ from portal.audit.service import events_for
 from portal.dashboard import service
 from portal.htmx import page_or_fragment
 from portal.ipam.service import usage
-from portal.tenancy.access import current_tenant_id, tenant_admin_required
+from portal.tenancy.access import current_tenant_id, tenant_view_required
 from portal.types import utcnow
 
 blueprint = Blueprint("dashboard", __name__)
@@ -22,18 +22,18 @@ def _panels() -> dict:
 
 
 @blueprint.route("/dashboard")
-@tenant_admin_required
+@tenant_view_required
 def dashboard():
     return render_template("dashboard/dashboard.html", **_panels())
 
 
 @blueprint.route("/dashboard/fleet")
-@tenant_admin_required
+@tenant_view_required
 def fleet_panel():
     return page_or_fragment("dashboard/dashboard.html", "dashboard/_fleet.html", **_panels())
 
 
 @blueprint.route("/dashboard/events")
-@tenant_admin_required
+@tenant_view_required
 def events_panel():
     return page_or_fragment("dashboard/dashboard.html", "dashboard/_events.html", **_panels())

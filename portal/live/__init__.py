@@ -28,7 +28,7 @@ from portal.live.emit import (
 )
 
 __all__ = ["status_changed", "job_step", "monitor_changed", "usage_changed", "audit_recorded", "emit_now",
-           "disconnect_user", "disconnect_session", "user_access_changed", "tenant_room"]
+           "disconnect_user", "disconnect_session", "session_ended", "user_access_changed", "tenant_room"]
 
 
 def _refs(refs: dict[str, int | None]) -> dict[str, int]:
@@ -69,6 +69,11 @@ def user_access_changed(user_id: int) -> None:
     queue_disconnect(user_room(user_id))
 
 
-def disconnect_session(token: str) -> bool:
-    """Disconnect the sockets one login session opened, on every web process (logout)."""
-    return disconnect_room(session_room(token))
+def disconnect_session(login_session_id: int) -> bool:
+    """Disconnect the sockets one sign-in session opened, on every web process (logout, impersonation ended)."""
+    return disconnect_room(session_room(login_session_id))
+
+
+def session_ended(login_session_id: int) -> None:
+    """Like `disconnect_session`, once the current transaction commits."""
+    queue_disconnect(session_room(login_session_id))

@@ -43,8 +43,8 @@ def user_room(user_id: int) -> str:
     return f"user:{user_id}"
 
 
-def session_room(token: str) -> str:
-    return f"session:{token}"
+def session_room(login_session_id: int) -> str:
+    return f"session:{login_session_id}"
 
 
 class Publisher:

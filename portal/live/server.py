@@ -4,7 +4,8 @@
   refused with "unauthorized". Rooms are chosen here, never by the client: a tenant admin joins their
   tenant's room; everyone joins a room for their user and one for their login session, which
   `portal.live.disconnect_user` / `disconnect_session` empty on every web process (logout, role change).
-  Platform staff join no tenant room on connect; they `watch` the tenant they are looking at.
+  Platform staff join the room of the tenant they are looking at (an impersonation), and no other; starting
+  and ending an impersonation closes the session's sockets, which reconnect into the right rooms.
 - The web process listens on the Redis message queue (`LiveRedisManager`). While it cannot, it is not
   live: it disconnects its sockets and refuses new ones with "unavailable"; the page shows
   "reconnecting", retries with backoff, and re-fetches its fragments once it is back.
@@ -19,12 +20,11 @@ import logging
 import threading
 import time
 
-from flask import Flask, current_app, session
+from flask import Flask, current_app, g
 from flask_login import current_user
-from flask_socketio import ConnectionRefusedError, SocketIO, join_room, leave_room, rooms
+from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 from socketio import RedisManager
 
-from portal.extensions import db
 from portal.live.emit import (
     CHANNEL,
     DISCONNECT_ROOM,
@@ -34,7 +34,8 @@ from portal.live.emit import (
     tenant_room,
     user_room,
 )
-from portal.tenancy.models import Role, Tenant
+from portal.tenancy.impersonation import live_for_session
+from portal.tenancy.models import Role
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ UNAUTHORIZED = "unauthorized"
 UNAVAILABLE = "unavailable"
 CONNECT_WAIT = 3.0  # seconds a connect waits for this process to (re)subscribe to the queue
 RETRY_FIRST, RETRY_MAX = 0.25, 2.0  # the queue listener's reconnect backoff
-STAFF = (Role.PLATFORM_ADMIN, Role.SUPPORT)
 
 
 class LiveRedisManager(RedisManager):
@@ -109,7 +109,6 @@ def init_app(app: Flask) -> SocketIO:
     """A Socket.IO server for this app (one per app: Flask-SocketIO keeps its server on the instance)."""
     socketio = SocketIO()
     socketio.on_event("connect", _on_connect)
-    socketio.on_event("watch", _on_watch)
     url = app.config.get("PORTAL_REDIS_URL")
     options = {"client_manager": LiveRedisManager(url)} if url else {}
     # Same-origin only (the default); WebSocket first, long-polling kept for clients that cannot upgrade.
@@ -130,23 +129,18 @@ def _on_connect(auth=None):  # `auth` from the client is ignored: rooms are deci
     if isinstance(manager, LiveRedisManager) and not manager.wait_listening(CONNECT_WAIT):
         raise ConnectionRefusedError(UNAVAILABLE)
     join_room(user_room(user.id))
-    token = session.get(SESSION_KEY)
-    if token:
-        join_room(session_room(token))
-    if user.role == Role.TENANT_ADMIN and user.tenant_id is not None:
-        join_room(tenant_room(user.tenant_id))
+    login_session_id = g.get("login_session_id")  # set when the user was loaded from a live session
+    if login_session_id is not None:
+        join_room(session_room(login_session_id))
+    tenant_id = _tenant_of(user, login_session_id)
+    if tenant_id is not None:
+        join_room(tenant_room(tenant_id))
 
 
-def _on_watch(data=None):
-    """Platform staff looking at one tenant's pages get that tenant's hints (and no other tenant's)."""
-    user = current_user
-    if not user.is_authenticated or user.role not in STAFF:
-        return {"ok": False}
-    tenant_id = data.get("tenant_id") if isinstance(data, dict) else None
-    if not isinstance(tenant_id, int) or db.session.get(Tenant, tenant_id) is None:
-        return {"ok": False}
-    for room in rooms():
-        if room.startswith("tenant:"):
-            leave_room(room)
-    join_room(tenant_room(tenant_id))
-    return {"ok": True}
+def _tenant_of(user, login_session_id: int | None) -> int | None:
+    """The one tenant whose hints this socket gets: a tenant admin's own; for staff, the tenant they are
+    looking at (their sockets are closed when that ends, and reconnect into no tenant room)."""
+    if user.role == Role.TENANT_ADMIN:
+        return user.tenant_id
+    looking = live_for_session(login_session_id)
+    return looking.tenant_id if looking is not None else None

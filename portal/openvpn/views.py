@@ -13,14 +13,20 @@ from portal.openvpn import jobs, service
 from portal.openvpn.forms import ClientForm
 from portal.openvpn.models import Status, VpnClient
 from portal.openvpn.render import download_filename, render_ovpn
-from portal.tenancy.access import current_tenant_id, request_actor, tenant_admin_required
+from portal.tenancy.access import (
+    current_tenant_id,
+    request_actor,
+    tenant_change_required,
+    tenant_owner_required,
+    tenant_view_required,
+)
 from portal.tenancy.scope import get_owned_or_404
 
 blueprint = Blueprint("openvpn", __name__)
 
 
 @blueprint.route("/openvpn/clients")
-@tenant_admin_required
+@tenant_view_required
 def clients():
     search = request.args.get("q", "").strip()[:64]
     page = service.clients_page(current_tenant_id(), search=search, page=request.args.get("page", 1, type=int),
@@ -29,7 +35,7 @@ def clients():
 
 
 @blueprint.route("/openvpn/clients/new", methods=["GET", "POST"])
-@tenant_admin_required
+@tenant_change_required
 def new_client():
     form = ClientForm()
     if form.validate_on_submit():
@@ -48,21 +54,21 @@ def _client_context(client: VpnClient) -> dict:
 
 
 @blueprint.route("/openvpn/clients/<int:client_id>")
-@tenant_admin_required
+@tenant_view_required
 def client(client_id: int):
     return render_template("openvpn/client.html",
                            **_client_context(get_owned_or_404(VpnClient, client_id, current_tenant_id())))
 
 
 @blueprint.route("/openvpn/clients/<int:client_id>/panel")
-@tenant_admin_required
+@tenant_view_required
 def client_panel(client_id: int):
     client = get_owned_or_404(VpnClient, client_id, current_tenant_id())
     return page_or_fragment("openvpn/client.html", "openvpn/_client.html", **_client_context(client))
 
 
 @blueprint.route("/openvpn/clients/<int:client_id>/download.ovpn")
-@tenant_admin_required
+@tenant_owner_required
 def download(client_id: int):
     client = get_owned_or_404(VpnClient, client_id, current_tenant_id())
     if not client.downloadable:
@@ -79,7 +85,7 @@ def download(client_id: int):
 
 
 @blueprint.route("/openvpn/clients/<int:client_id>/revoke", methods=["GET", "POST"])
-@tenant_admin_required
+@tenant_change_required
 def revoke(client_id: int):
     client = get_owned_or_404(VpnClient, client_id, current_tenant_id())
     form = ActionForm()
@@ -94,7 +100,7 @@ def revoke(client_id: int):
 
 
 @blueprint.route("/openvpn/clients/<int:client_id>/retry", methods=["POST"])
-@tenant_admin_required
+@tenant_change_required
 def retry(client_id: int):
     client = get_owned_or_404(VpnClient, client_id, current_tenant_id())
     if ActionForm().validate_on_submit():

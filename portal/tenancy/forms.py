@@ -1,18 +1,32 @@
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, SelectChoice, SelectField, StringField
+from wtforms import EmailField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length
 
+from portal.forms import strip
 from portal.tenancy.models import Role
+
+TENANT_HINT = "Tenant admins only; platform staff belong to no tenant."
 
 
 class TenantForm(FlaskForm):
     name = StringField("Tenant name", validators=[DataRequired(), Length(max=80)])
 
 
-class UserForm(FlaskForm):
-    email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
-    password = PasswordField("Initial password", validators=[DataRequired(), Length(min=10, max=1024)])
+class TenantInviteForm(FlaskForm):
+    """A tenant admin invites another admin of their own tenant."""
+
+    email = EmailField("E-mail", filters=[strip], validators=[DataRequired(), Length(max=254)],
+                       description="They get a link to choose their password.")
+
+
+class InviteForm(TenantInviteForm):
+    """A platform admin invites anyone: staff, or a tenant's admin."""
+
     role = SelectField("Role", choices=[SelectChoice(role.value, role.label) for role in Role],
                        default=Role.TENANT_ADMIN)
-    tenant_id = SelectField("Tenant", coerce=int, choices=[], validate_choice=False,
-                            description="Tenant admins only; platform staff belong to no tenant.")
+    tenant_id = SelectField("Tenant", coerce=int, choices=[], validate_choice=False, description=TENANT_HINT)
+
+
+class RoleForm(FlaskForm):
+    role = SelectField("Role", choices=[SelectChoice(role.value, role.label) for role in Role])
+    tenant_id = SelectField("Tenant", coerce=int, choices=[], validate_choice=False, description=TENANT_HINT)

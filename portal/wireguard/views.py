@@ -12,7 +12,13 @@ from portal.extensions import db
 from portal.forms import ActionForm
 from portal.htmx import page_or_fragment, redirect_after_post
 from portal.ipam.service import usage
-from portal.tenancy.access import current_tenant_id, request_actor, tenant_admin_required
+from portal.tenancy.access import (
+    current_tenant_id,
+    request_actor,
+    tenant_change_required,
+    tenant_owner_required,
+    tenant_view_required,
+)
 from portal.tenancy.scope import get_owned_or_404
 from portal.types import utcnow
 from portal.wireguard import jobs, service
@@ -31,7 +37,7 @@ DOWNLOADS = {
 
 
 @blueprint.route("/routers")
-@tenant_admin_required
+@tenant_view_required
 def routers():
     tenant_id = current_tenant_id()
     args = request.args
@@ -47,13 +53,13 @@ def routers():
 
 
 @blueprint.route("/routers/subnet")
-@tenant_admin_required
+@tenant_view_required
 def subnet():
     return page_or_fragment("wireguard/subnet.html", "wireguard/_subnet.html", usage=usage(current_tenant_id()))
 
 
 @blueprint.route("/routers/new", methods=["GET", "POST"])
-@tenant_admin_required
+@tenant_change_required
 def new_router():
     form = RouterForm()
     if form.validate_on_submit():
@@ -73,7 +79,7 @@ def _added(router: Router) -> tuple[int, int]:
 
 
 @blueprint.route("/routers/<int:router_id>")
-@tenant_admin_required
+@tenant_view_required
 def router(router_id: int):
     router = get_owned_or_404(Router, router_id, current_tenant_id())
     return render_template("wireguard/router.html", **_router_panels(router))
@@ -85,7 +91,7 @@ ROUTER_PANELS = {"configuration": "wireguard/_configuration.html", "steps": "wir
 
 
 @blueprint.route("/routers/<int:router_id>/<any(configuration, steps, traffic):panel>")
-@tenant_admin_required
+@tenant_view_required
 def router_panel(router_id: int, panel: str):
     router = get_owned_or_404(Router, router_id, current_tenant_id())
     return page_or_fragment("wireguard/router.html", ROUTER_PANELS[panel], **_router_panels(router))
@@ -109,7 +115,7 @@ def _charts(configuration: VpnConfiguration | None, now) -> list[Chart]:
 
 
 @blueprint.route("/routers/<int:router_id>/revoke", methods=["GET", "POST"])
-@tenant_admin_required
+@tenant_change_required
 def revoke(router_id: int):
     router = get_owned_or_404(Router, router_id, current_tenant_id())
     configuration = router.current_configuration
@@ -126,7 +132,7 @@ def revoke(router_id: int):
 
 
 @blueprint.route("/routers/<int:router_id>/configurations", methods=["POST"])
-@tenant_admin_required
+@tenant_change_required
 def new_configuration(router_id: int):
     router = get_owned_or_404(Router, router_id, current_tenant_id())
     if ActionForm().validate_on_submit():
@@ -136,7 +142,7 @@ def new_configuration(router_id: int):
 
 
 @blueprint.route("/configurations/<int:configuration_id>/retry", methods=["POST"])
-@tenant_admin_required
+@tenant_change_required
 def retry(configuration_id: int):
     configuration = get_owned_or_404(VpnConfiguration, configuration_id, current_tenant_id())
     router_id, hub_id = configuration.router_id, configuration.hub_id  # read before the commit expires them
@@ -147,7 +153,7 @@ def retry(configuration_id: int):
 
 
 @blueprint.route("/configurations/<int:configuration_id>/rotate", methods=["POST"])
-@tenant_admin_required
+@tenant_change_required
 def rotate(configuration_id: int):
     configuration = get_owned_or_404(VpnConfiguration, configuration_id, current_tenant_id())
     router_id, hub_id = configuration.router_id, configuration.hub_id  # read before the commit expires them
@@ -158,7 +164,7 @@ def rotate(configuration_id: int):
 
 
 @blueprint.route("/configurations/<int:configuration_id>/download.<kind>")
-@tenant_admin_required
+@tenant_owner_required
 def download(configuration_id: int, kind: str):
     configuration = get_owned_or_404(VpnConfiguration, configuration_id, current_tenant_id())
     if kind not in DOWNLOADS:

@@ -22,6 +22,7 @@ from portal.crypto import (
 )
 from portal.extensions import db
 from portal.openvpn.models import OpenVpnServer, VpnClient
+from portal.tenancy.models import User
 from portal.wireguard.models import Hub, Router, VpnConfiguration
 from tests.conftest import add_router
 from tests.vectors import ENCRYPTION_KEY, OLD_ENCRYPTION_KEY, RFC7748_PRIVATE, RFC7748_PUBLIC
@@ -71,7 +72,7 @@ def raw_column(app, column: str, configuration_id: int) -> str:
 SECRET_COLUMNS = (
     VpnConfiguration.private_key, VpnConfiguration.preshared_key, VpnConfiguration.next_private_key,
     VpnConfiguration.next_preshared_key, Hub.private_key, Hub.ssh_private_key, OpenVpnServer.ssh_private_key,
-    VpnClient.bundle,
+    VpnClient.bundle, User.totp_secret,
 )
 
 

@@ -185,10 +185,11 @@ def test_router_page_shows_job_history(app, admin_client):
         assert action in page
 
 
-def test_platform_admin_manages_tenants_and_users_but_not_routers(app, platform_admin):
+def test_platform_admin_manages_tenants_and_users_but_not_routers(app, platform_admin, outbox):
     client = app.test_client()
     login(client, platform_admin)
-    assert client.get("/routers").status_code == 403
+    assert client.get("/routers").headers["Location"].endswith("/support")  # only during a visit, read-only
+    assert post(client, "/routers/new", {"name": "Nope"}, token_page="/admin/tenants").status_code == 403
     name = f"Fresh ISP {router_id_suffix()}"
     response = post(client, "/admin/tenants", {"name": name}, token_page="/admin/tenants")
     assert response.status_code == 302
@@ -201,12 +202,13 @@ def test_platform_admin_manages_tenants_and_users_but_not_routers(app, platform_
         from portal.tenancy.service import tenant_by_name
 
         tenant_id = tenant_by_name(name).id
-    response = post(client, "/admin/users", {"email": email, "password": "long enough password",
-                                             "role": "tenant_admin", "tenant_id": tenant_id},
+    response = post(client, "/admin/users", {"email": email, "role": "tenant_admin", "tenant_id": tenant_id},
                     token_page="/admin/users")
-    assert response.status_code == 302
-    newcomer = app.test_client()
-    assert login(newcomer, email, "long enough password").headers["Location"] == "/routers"
+    assert response.status_code == 303
+    newcomer, link = app.test_client(), outbox.link(email)  # invited: they choose their password
+    password = "a long enough passphrase"
+    assert post(newcomer, link, {"password": password, "confirm": password}, token_page=link).status_code == 303
+    assert login(newcomer, email, password).headers["Location"] == "/routers"
 
 
 def test_tenant_admin_cannot_open_platform_pages(admin_client):
