@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
 from portal.actions import act, save_form
 from portal.audit.service import events_for
+from portal.downloads import NotDownloadable, openvpn_file
 from portal.extensions import db
 from portal.forms import ActionForm
 from portal.htmx import page_or_fragment, redirect_after_post
 from portal.openvpn import jobs, service
 from portal.openvpn.forms import ClientForm
 from portal.openvpn.models import Status, VpnClient
-from portal.openvpn.render import download_filename, render_ovpn
 from portal.tenancy.access import (
     current_tenant_id,
     request_actor,
@@ -71,17 +71,13 @@ def client_panel(client_id: int):
 @tenant_owner_required
 def download(client_id: int):
     client = get_owned_or_404(VpnClient, client_id, current_tenant_id())
-    if not client.downloadable:
-        flash("Only an active client can be downloaded." if client.status != Status.REVOKED
-              else "A revoked client cannot be downloaded.", "error")
+    try:
+        file = openvpn_file(request_actor(), client)
+    except NotDownloadable as error:
+        flash(str(error), "error")
         return redirect(url_for("openvpn.client", client_id=client.id), 303)
-    body = render_ovpn(client, client.server)
-    service.record_download(request_actor(), client)
     db.session.commit()
-    return Response(body, content_type="application/x-openvpn-profile; charset=utf-8", headers={
-        "Content-Disposition": f'attachment; filename="{download_filename(client.name)}"',
-        "Cache-Control": "no-store",
-    })
+    return file.response()
 
 
 @blueprint.route("/openvpn/clients/<int:client_id>/revoke", methods=["GET", "POST"])

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from portal.actions import act, save_form
 from portal.audit.service import events_for
+from portal.downloads import WIREGUARD_KINDS, NotDownloadable, wireguard_file
 from portal.extensions import db
 from portal.forms import ActionForm
 from portal.htmx import page_or_fragment, redirect_after_post
@@ -24,18 +25,11 @@ from portal.types import utcnow
 from portal.wireguard import jobs, service
 from portal.wireguard.charts import Chart, chart
 from portal.wireguard.forms import RouterForm
-from portal.wireguard.models import Router, Status, VpnConfiguration
-from portal.wireguard.render import download_filename, render_conf, render_rsc
+from portal.wireguard.models import Router, VpnConfiguration
 
 blueprint = Blueprint("wireguard", __name__)
 
 CHART_SPANS = (("last hour", timedelta(hours=1)), ("last day", timedelta(days=1)))
-DOWNLOADS = {
-    "rsc": (render_rsc, "text/plain; charset=utf-8"),
-    "conf": (render_conf, "text/plain; charset=utf-8"),
-}
-
-
 @blueprint.route("/routers")
 @tenant_view_required
 def routers():
@@ -167,19 +161,14 @@ def rotate(configuration_id: int):
 @tenant_owner_required
 def download(configuration_id: int, kind: str):
     configuration = get_owned_or_404(VpnConfiguration, configuration_id, current_tenant_id())
-    if kind not in DOWNLOADS:
+    if kind not in WIREGUARD_KINDS:
         abort(404)
-    if configuration.status == Status.REVOKED:
-        flash("A revoked configuration cannot be downloaded.", "error")
+    try:
+        file = wireguard_file(request_actor(), configuration, kind)
+    except NotDownloadable as error:
+        flash(str(error), "error")
         return redirect(url_for("wireguard.router", router_id=configuration.router_id), 303)
-    renderer, content_type = DOWNLOADS[kind]
-    body = renderer(service.peer_config(configuration))
-    service.record_download(request_actor(), configuration, kind)
     db.session.commit()
-    filename = download_filename(configuration.router.name, configuration.id, kind)
-    return Response(body, content_type=content_type, headers={
-        "Content-Disposition": f'attachment; filename="{filename}"',
-        "Cache-Control": "no-store",
-    })
+    return file.response()
 
 
