@@ -399,3 +399,14 @@ def outbox(app, tmp_path, monkeypatch):
     monkeypatch.setitem(app.config, "PORTAL_MAIL_HOST", None)
     monkeypatch.setitem(app.config, "PORTAL_MAIL_OUTBOX", str(folder))
     return Outbox(folder)
+
+
+@pytest.fixture
+def forget_failed_logins(app):
+    """Tests that sign in many times from 127.0.0.1 start with a clean failure count."""
+    from portal.redis_client import redis_connection
+
+    with app.app_context():
+        redis = redis_connection()
+        for key in redis.scan_iter("portal:login-failures:*"):
+            redis.delete(key)

@@ -9,12 +9,11 @@ from flask import Blueprint, flash, jsonify, make_response, redirect, render_tem
 from flask_login import current_user, login_user, logout_user
 
 from portal import live
-from portal.actions import first_read
+from portal.actions import first_read, save_form
 from portal.auth import sessions, two_factor
 from portal.auth.forms import ConfirmCodeForm, CurrentPasswordForm, LoginCodeForm, LoginForm
 from portal.auth.service import authenticate, count_failure, login_succeeded, throttled, wait_text
 from portal.config import ConfigError
-from portal.errors import DomainError
 from portal.extensions import db, login_manager
 from portal.htmx import wants_fragment
 from portal.live.server import SESSION_KEY
@@ -252,13 +251,8 @@ def two_factor_account():
 def two_factor_confirm():
     form = ConfirmCodeForm()
     if form.validate_on_submit():
-        try:
-            codes = two_factor.confirm(request_actor(), current_user, form.code.data)
-        except DomainError as error:
-            db.session.rollback()
-            form.code.errors.append(str(error))
-        else:
-            db.session.commit()
+        codes = save_form(form, lambda: two_factor.confirm(request_actor(), current_user, form.code.data), near="code")
+        if codes is not None:
             flash("Two factors are on: from now on you sign in with a code from your app.")
             return recovery_codes_page(codes)
     return two_factor_page(422, confirm_form=form)
@@ -269,13 +263,9 @@ def two_factor_confirm():
 def two_factor_recovery_codes():
     form = CurrentPasswordForm()
     if form.validate_on_submit() and password_confirmed(form):
-        try:
-            codes = two_factor.regenerate_recovery_codes(request_actor(), current_user)
-        except DomainError as error:
-            db.session.rollback()
-            form.password.errors.append(str(error))
-        else:
-            db.session.commit()
+        codes = save_form(form, lambda: two_factor.regenerate_recovery_codes(request_actor(), current_user),
+                          near="password")
+        if codes is not None:
             flash("New recovery codes: the old ones no longer work.")
             return recovery_codes_page(codes)
     return two_factor_page(422, codes_form=form)
@@ -285,14 +275,9 @@ def two_factor_recovery_codes():
 @not_while_impersonating
 def two_factor_disable():
     form = CurrentPasswordForm()
-    if form.validate_on_submit() and password_confirmed(form):
-        try:
-            two_factor.disable(request_actor(), current_user)
-        except DomainError as error:
-            db.session.rollback()
-            form.password.errors.append(str(error))
-        else:
-            db.session.commit()
-            flash("Two factors are off: you sign in with your password alone.")
-            return redirect(url_for("auth.two_factor"), 303)
+    disabled = form.validate_on_submit() and password_confirmed(form) and save_form(
+        form, lambda: two_factor.disable(request_actor(), current_user) or True, near="password")
+    if disabled:
+        flash("Two factors are off: you sign in with your password alone.")
+        return redirect(url_for("auth.two_factor"), 303)
     return two_factor_page(422, disable_form=form)

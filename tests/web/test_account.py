@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from portal.redis_client import redis_connection
 from tests import vectors
 from tests.conftest import login, post
 
@@ -16,12 +15,7 @@ SAFARI = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/60
           "Version/17.5 Mobile/15E148 Safari/604.1")
 
 
-@pytest.fixture(autouse=True)
-def forget_failed_logins(app):
-    with app.app_context():
-        redis = redis_connection()
-        for key in redis.scan_iter("portal:login-failures:*"):
-            redis.delete(key)
+pytestmark = pytest.mark.usefixtures("forget_failed_logins")
 
 
 def browser(app, email: str, user_agent: str | None = None, password: str = vectors.PASSWORD):

@@ -9,18 +9,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from portal.redis_client import redis_connection
 from tests import vectors
 from tests.conftest import csrf_token, login, post
 
-
-@pytest.fixture(autouse=True)
-def forget_failed_logins(app):
-    """Every test here logs in from 127.0.0.1: start each with a clean failure count."""
-    with app.app_context():
-        redis = redis_connection()
-        for key in redis.scan_iter("portal:login-failures:*"):
-            redis.delete(key)
+pytestmark = pytest.mark.usefixtures("forget_failed_logins")
 
 
 def test_login_lands_a_tenant_admin_on_the_routers_page(app, tenant_admin):

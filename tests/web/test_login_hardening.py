@@ -15,12 +15,7 @@ from tests.conftest import csrf_token, login
 ATTACKER, OWNER = "198.51.100.7", "203.0.113.9"
 
 
-@pytest.fixture(autouse=True)
-def forget_failed_logins(app):
-    with app.app_context():
-        redis = redis_connection()
-        for key in redis.scan_iter("portal:login-failures:*"):
-            redis.delete(key)
+pytestmark = pytest.mark.usefixtures("forget_failed_logins")
 
 
 def client_at(app, address: str):

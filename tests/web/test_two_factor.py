@@ -10,7 +10,6 @@ import pyotp
 import pytest
 from sqlalchemy import func, select, text
 
-from portal.redis_client import redis_connection
 from tests import vectors
 from tests.conftest import create_staff, csrf_token, enrol_two_factor, login, post, totp_code
 
@@ -18,12 +17,7 @@ SECRET_ON_PAGE = re.compile(r'id="totp-secret">([A-Z2-7]{32})<')
 RECOVERY_CODE = re.compile(r"<li>([a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4})</li>")
 
 
-@pytest.fixture(autouse=True)
-def forget_failed_logins(app):
-    with app.app_context():
-        redis = redis_connection()
-        for key in redis.scan_iter("portal:login-failures:*"):
-            redis.delete(key)
+pytestmark = pytest.mark.usefixtures("forget_failed_logins")
 
 
 def user_named(email: str):

@@ -10,7 +10,6 @@ from itertools import count
 import pytest
 from sqlalchemy import func, select
 
-from portal.redis_client import redis_connection
 from tests import vectors
 from tests.conftest import create_tenant_admin, login, post, totp_code
 
@@ -18,13 +17,7 @@ NEW_PASSWORD = "a long new passphrase for the portal"
 _numbers = count(1)
 
 
-@pytest.fixture(autouse=True)
-def forget_failed_logins(app):
-    """Some tests here sign in with a wrong or old password on purpose, all from 127.0.0.1."""
-    with app.app_context():
-        redis = redis_connection()
-        for key in redis.scan_iter("portal:login-failures:*"):
-            redis.delete(key)
+pytestmark = pytest.mark.usefixtures("forget_failed_logins")
 
 
 def new_email(prefix: str = "invitee") -> str:
@@ -37,6 +30,21 @@ def signed_in(app, email: str, password: str = vectors.PASSWORD):
     assert response.status_code == 302 and not response.headers["Location"].startswith("/login"), \
         response.get_data(as_text=True)
     return client
+
+
+def signed_in_colleague(app, admin_client, prefix: str):
+    """Another admin of `admin_client`'s tenant, signed in: (e-mail, their client, their user id)."""
+    from portal.audit.service import Actor
+    from portal.extensions import db
+    from portal.tenancy import service
+    from portal.tenancy.models import Role
+
+    colleague = new_email(prefix)
+    with app.app_context():
+        service.create_user(Actor.system("test"), colleague, vectors.PASSWORD, Role.TENANT_ADMIN,
+                            admin_client.tenant_id)
+        db.session.commit()
+    return colleague, signed_in(app, colleague), user_named(app, colleague).id
 
 
 def user_named(app, email: str):
@@ -182,18 +190,7 @@ def test_inviting_an_address_that_exists_is_refused_next_to_the_field(app, admin
 
 
 def test_deactivation_refuses_the_old_cookie_and_reactivation_lets_the_user_back(app, admin_client, outbox):
-    from portal.audit.service import Actor
-    from portal.extensions import db
-    from portal.tenancy import service
-    from portal.tenancy.models import Role
-
-    colleague = new_email("colleague")
-    with app.app_context():
-        service.create_user(Actor.system("test"), colleague, vectors.PASSWORD, Role.TENANT_ADMIN,
-                            admin_client.tenant_id)
-        db.session.commit()
-    theirs = signed_in(app, colleague)
-    user_id = user_named(app, colleague).id
+    colleague, theirs, user_id = signed_in_colleague(app, admin_client, "colleague")
 
     response = post(admin_client, f"/users/{user_id}/deactivate", token_page="/users")
     assert response.status_code == 303 and response.headers["Location"] == f"/users/{user_id}"
@@ -305,18 +302,7 @@ def test_the_platform_list_shows_role_tenant_two_factors_and_last_sign_in(app, p
 
 
 def test_a_password_reset_link_sets_a_new_password_and_ends_the_users_sessions(app, admin_client, outbox):
-    from portal.audit.service import Actor
-    from portal.extensions import db
-    from portal.tenancy import service
-    from portal.tenancy.models import Role
-
-    colleague = new_email("forgetful")
-    with app.app_context():
-        service.create_user(Actor.system("test"), colleague, vectors.PASSWORD, Role.TENANT_ADMIN,
-                            admin_client.tenant_id)
-        db.session.commit()
-    theirs = signed_in(app, colleague)
-    user_id = user_named(app, colleague).id
+    colleague, theirs, user_id = signed_in_colleague(app, admin_client, "forgetful")
 
     sent = post(admin_client, f"/users/{user_id}/send-password-link", token_page="/users", follow_redirects=True)
     assert f"A password reset link for {colleague} was written to" in sent.get_data(as_text=True)
