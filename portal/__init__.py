@@ -21,6 +21,7 @@ from portal.config import build_config
 from portal.crypto import KEYRING_EXTENSION, Keyring
 from portal.extensions import csrf, db, login_manager, migrate
 from portal.jobs.worker import no_worker_alive
+from portal.pagination import IdConverter
 from portal.tenancy.access import can_change, can_handle_secrets, impersonation, load_impersonation
 from portal.types import utcnow
 
@@ -44,6 +45,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         if db.engine.dialect.name == "sqlite":
             _tune_sqlite(db.engine)
 
+    app.url_map.converters["int"] = IdConverter  # before any route is added
     _register_blueprints(app)
     _register_live(app)
     _register_request_hooks(app)

@@ -18,6 +18,7 @@ from sqlalchemy import and_, or_, select
 from portal import live
 from portal.audit.models import GENESIS_HASH, AuditEvent, AuditHead
 from portal.extensions import db
+from portal.pagination import paginate
 from portal.types import utcnow
 
 SECRET_WORDS = ("private", "preshared", "password", "secret", "token")
@@ -177,4 +178,4 @@ def events_for(tenant_id: int, *, targets: Sequence[db.Model] = (), page: int = 
             and_(AuditEvent.target_type == target.__tablename__, AuditEvent.target_id == target.id)
             for target in targets
         )))
-    return db.paginate(query.order_by(AuditEvent.id.desc()), page=page, per_page=per_page, error_out=False)
+    return paginate(query.order_by(AuditEvent.id.desc()), page=page, per_page=per_page)

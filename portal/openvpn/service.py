@@ -26,6 +26,7 @@ from portal.openvpn.models import (
     VpnClient,
 )
 from portal.openvpn.servers import default_server
+from portal.pagination import paginate
 
 SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
 
@@ -118,8 +119,7 @@ def clients_page(tenant_id: int, *, search: str = "", page: int = 1, per_page: i
     if search:
         escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(VpnClient.name.ilike(f"%{escaped}%", escape="\\"))
-    return db.paginate(query.order_by(VpnClient.created_at.desc(), VpnClient.id.desc()), page=page,
-                       per_page=per_page, error_out=False)
+    return paginate(query.order_by(VpnClient.created_at.desc(), VpnClient.id.desc()), page=page, per_page=per_page)
 
 
 def record_download(actor: Actor, client: VpnClient) -> None:

@@ -25,6 +25,7 @@ from portal.ipam import service as ipam
 from portal.ipam.models import TenantSubnet
 from portal.ipam.pool import host_address, hub_address
 from portal.lifecycle import compare_and_set, finish_row
+from portal.pagination import paginate
 from portal.wireguard.charts import Sample
 from portal.wireguard.models import KIND, Hub, Router, Status, TrafficSample, VpnConfiguration
 from portal.wireguard.render import PeerConfig
@@ -203,7 +204,7 @@ def routers_page(tenant_id: int, *, search: str = "", sort: str = "name", descen
         query = query.where(Router.name.ilike(f"%{escaped}%", escape="\\"))
     column = SORTS.get(sort, Router.name)
     query = query.order_by(column.desc() if descending else column.asc(), Router.id)
-    return db.paginate(query, page=page, per_page=per_page, error_out=False)
+    return paginate(query, page=page, per_page=per_page)
 
 
 def traffic_samples(configuration_id: int, since: datetime) -> list[Sample]:
