@@ -94,6 +94,8 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "INVITE_HOURS": (int, 72),
     "PASSWORD_RESET_HOURS": (int, 24),
     "IMPERSONATION_MINUTES": (int, 60),
+    # Shows /readyz details to a client outside the internal network that sends it as a bearer token.
+    "OPS_TOKEN": (str, None),
 }
 
 

@@ -3,10 +3,12 @@ answers: the database, Redis, the queue and its workers; hubs and servers are re
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 from collections.abc import Callable
 from datetime import timedelta
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import func, select, text
 
 from portal.errors import describe
@@ -18,6 +20,9 @@ from portal.types import utcnow
 from portal.wireguard.models import Hub
 
 blueprint = Blueprint("ops", __name__)
+# Loopback, RFC 1918 and IPv6 unique local addresses: where orchestrators and monitoring live.
+INTERNAL_NETWORKS = tuple(ipaddress.ip_network(net) for net in (
+    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "::1/128", "fc00::/7"))
 csrf.exempt(blueprint)
 
 
@@ -28,11 +33,28 @@ def healthz():
 
 @blueprint.get("/readyz")
 def readyz():
-    """200 when every required check is ok, else 503; each check says its own state."""
+    """200 when every required check is ok, else 503. Each check's state (and what failed) only for the
+    operator: an internal client address or PORTAL_OPS_TOKEN; anyone else gets the bare status."""
     checks = {name: _run(check) for name, check in REQUIRED_CHECKS.items()}
     ready = all(check["state"] == "ok" for check in checks.values())
+    status = 200 if ready else 503
+    if not operator_request():
+        return jsonify(status="ready" if ready else "not ready"), status
     checks["hubs"] = _run(_hubs)
-    return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
+    return jsonify(status="ready" if ready else "not ready", checks=checks), status
+
+
+def operator_request() -> bool:
+    """From a loopback or private address (the orchestrator, a monitoring host inside the network), or with
+    `Authorization: Bearer PORTAL_OPS_TOKEN`."""
+    token = current_app.config["PORTAL_OPS_TOKEN"]
+    if token and hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+        return True
+    try:
+        address = ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        return False
+    return any(address in network for network in INTERNAL_NETWORKS)
 
 
 def _run(check: Callable[[], dict]) -> dict:

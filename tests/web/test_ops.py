@@ -65,3 +65,36 @@ def test_readyz_with_the_database_unreachable_answers_503_not_500(tmp_path):
         response = app.test_client().get("/readyz")
     assert response.status_code == 503
     assert response.get_json()["checks"]["database"]["state"] == "error"
+
+
+PUBLIC = {"REMOTE_ADDR": "203.0.113.9"}
+
+
+def test_readyz_tells_a_stranger_only_whether_it_is_ready(app):
+    with registered_worker(app):
+        answer = app.test_client().get("/readyz", environ_base=PUBLIC)
+    assert answer.status_code == 200 and answer.get_json() == {"status": "ready"}
+    with app.app_context():
+        redis_connection().delete(HEARTBEATS)
+    answer = app.test_client().get("/readyz", environ_base=PUBLIC)
+    assert answer.status_code == 503 and answer.get_json() == {"status": "not ready"}  # no hosts, no errors
+
+
+def test_readyz_details_reach_an_outside_monitor_with_the_ops_token(app, monkeypatch):
+    monkeypatch.setitem(app.config, "PORTAL_OPS_TOKEN", "a long random monitoring token")
+    with registered_worker(app):
+        wrong = app.test_client().get("/readyz", environ_base=PUBLIC, headers={"Authorization": "Bearer nope"})
+        right = app.test_client().get("/readyz", environ_base=PUBLIC,
+                                      headers={"Authorization": "Bearer a long random monitoring token"})
+    assert "checks" not in wrong.get_json()
+    assert right.get_json()["checks"]["database"]["state"] == "ok"
+
+
+def test_signed_in_pages_are_never_cached_and_production_sends_hsts(app, admin_client):
+    page = admin_client.get("/routers")
+    assert page.headers["Cache-Control"] == "private, no-store"
+    assert "Strict-Transport-Security" not in page.headers  # development and tests serve plain HTTP
+    assert "no-store" not in app.test_client().get("/login").headers.get("Cache-Control", "")
+    with built_app({"PORTAL_ENV": "production", "SESSION_COOKIE_SECURE": True}) as production:
+        answer = production.test_client().get("/healthz")
+    assert answer.headers["Strict-Transport-Security"].startswith("max-age=31536000")
