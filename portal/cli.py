@@ -15,6 +15,7 @@ from portal.actions import commit_or_exit
 from portal.audit.service import Actor, verify_chain
 from portal.auth import two_factor
 from portal.crypto import EncryptedText, current_keyring
+from portal.doctor import doctor_command
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.openvpn.cli import openvpn_cli
@@ -165,5 +166,5 @@ def verify_audit() -> None:
 
 def register(app: Flask) -> None:
     for command in (tenants_cli, users_cli, keys_cli, audit_cli, seed_demo_command, hub_cli, reconcile_command,
-                    openvpn_cli):
+                    openvpn_cli, doctor_command):
         app.cli.add_command(command)
