@@ -22,6 +22,8 @@ RUN mkdir instance && chown portal instance
 
 USER portal
 EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)"
 
 # Migrations run by command before the web server starts, never inside create_app.
 # One process per node; each open page holds a thread for its WebSocket (Socket.IO, threading async mode).
