@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import uuid
@@ -18,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from portal import logs
 from portal.config import build_config
 from portal.crypto import KEYRING_EXTENSION, Keyring
 from portal.extensions import csrf, db, login_manager, migrate
@@ -35,7 +35,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(ROOT / "instance"),
                 template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     app.config.update(build_config(os.environ, Path(app.instance_path), overrides or {}))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(app.config["PORTAL_LOG_FORMAT"])
     app.extensions[KEYRING_EXTENSION] = Keyring(app.config["PORTAL_ENCRYPTION_KEYS"])
 
     db.init_app(app)
@@ -50,6 +50,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     _register_blueprints(app)
     _register_live(app)
     _register_request_hooks(app)
+    logs.log_requests(app)
     _trust_proxies(app)
     _register_error_pages(app)
     _register_commands(app)

@@ -94,6 +94,8 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "INVITE_HOURS": (int, 72),
     "PASSWORD_RESET_HOURS": (int, 24),
     "IMPERSONATION_MINUTES": (int, 60),
+    # `json` (one object per line) or `text`; unset: json in production, text elsewhere
+    "LOG_FORMAT": (str, None),
     # Shows /readyz details to a client outside the internal network that sends it as a bearer token.
     "OPS_TOKEN": (str, None),
 }
@@ -166,6 +168,9 @@ def build_config(environ: Mapping[str, str], instance_path: Path, overrides: Map
         settings["HUB_ENDPOINT"] = settings["HUB_ENDPOINT"] or DEVELOPMENT_HUB_ENDPOINT
     validate_encryption_keys(settings["ENCRYPTION_KEYS"])
     _validate_job_settings(settings)
+    settings["LOG_FORMAT"] = settings["LOG_FORMAT"] or ("json" if env == "production" else "text")
+    if settings["LOG_FORMAT"] not in ("json", "text"):
+        raise ConfigError(f"PORTAL_LOG_FORMAT must be json or text, not {settings['LOG_FORMAT']!r}")
     if not settings["DATABASE_URL"]:
         settings["DATABASE_URL"] = f"sqlite:///{instance_path / 'portal.db'}"
     return {**flask_config(settings), **flask_overrides}

@@ -25,6 +25,7 @@ from rq.worker import SimpleWorker
 
 from portal.extensions import db
 from portal.jobs.queue import queue
+from portal.logs import log_job
 from portal.redis_client import redis_connection
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,12 @@ class AppWorker(SimpleWorker):
     stopping = False  # a person or the supervisor asked it to stop (SIGTERM, SIGINT)
 
     def execute_job(self, job: Job, queue: Queue):
+        started = time.perf_counter()
         with self.app.app_context():
-            return super().execute_job(job, queue)
+            try:
+                return super().execute_job(job, queue)
+            finally:
+                log_job(job.id, job.func_name, job.get_status(refresh=False) or "unknown", started)
 
     def request_stop(self, signum, frame):
         self.stopping = True
