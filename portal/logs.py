@@ -15,6 +15,8 @@ from typing import Any
 
 from flask import Flask, g, request
 
+from portal import metrics
+
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s%(fields_text)s"
 request_log = logging.getLogger("portal.request")
@@ -66,6 +68,9 @@ def log_requests(app: Flask) -> None:
     @app.after_request
     def log_request(response):
         if request.endpoint != "static":
+            elapsed = time.perf_counter() - g.get("request_started", time.perf_counter())
+            metrics.count("http_requests", _route(), request.method, response.status_code)
+            metrics.observe("http_request_seconds", elapsed, _route())
             request_log.info("%s %s %s", request.method, _route(), response.status_code, extra={"fields": {
                 "request_id": g.get("request_id"), "method": request.method, "route": _route(),
                 "status": response.status_code, "duration_ms": _elapsed_ms(g.get("request_started")),

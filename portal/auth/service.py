@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from portal import metrics
 from portal.extensions import db
 from portal.redis_client import redis_connection
 from portal.tenancy.models import User
@@ -141,6 +142,7 @@ def throttled(email: str, ip: str) -> int:
 
 def count_failure(email: str, ip: str) -> None:
     """A wrong password or second-factor code for `email` from `ip`."""
+    metrics.count("login_failures")
     config = current_app.config
     account_key, wait_key, ip_key = _keys(normalize_email(email), ip)
     try:

@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import current_app
 
-from portal import live
+from portal import live, metrics
 from portal.audit.service import Actor, record
 from portal.errors import TransientError, describe
 from portal.extensions import db
@@ -118,6 +118,7 @@ def write_failure(transition: Transition, actor: Actor, row_id: int, attempt: in
     if row is None:
         return "superseded"
     outcome = "retry" if transient else "failed"
+    metrics.count("transitions", transition.action, outcome)
     record(f"{transition.action}.{outcome}", actor, tenant_id=row.tenant_id, target=row,
            details={"attempt": attempt, "error": message})
     hint(transition.action, row, f"{transition.action}.{outcome}")
@@ -129,5 +130,9 @@ def write_failure(transition: Transition, actor: Actor, row_id: int, attempt: in
 def write_success(transition: Transition, actor: Actor, row: Fenced, attempt: int) -> None:
     """Audit and hint a success already written to `row`, in the caller's transaction."""
     action = f"{transition.action}.succeeded"
+    metrics.count("transitions", transition.action, "succeeded")
+    if transition.action.endswith(".provision"):
+        kind = transition.action.split(".")[0]  # configuration, client
+        metrics.observe("provision_seconds", (utcnow() - row.created_at).total_seconds(), kind)
     record(action, actor, tenant_id=row.tenant_id, target=row, details={"attempt": attempt})
     hint(transition.action, row, action)

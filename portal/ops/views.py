@@ -8,13 +8,15 @@ import ipaddress
 from collections.abc import Callable
 from datetime import timedelta
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, abort, current_app, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import func, select, text
 
 from portal.errors import describe
 from portal.extensions import csrf, db
 from portal.jobs import queue
 from portal.jobs.worker import live_workers
+from portal.metrics import FleetCollector
 from portal.redis_client import redis_connection
 from portal.types import utcnow
 from portal.wireguard.models import Hub
@@ -42,6 +44,16 @@ def readyz():
         return jsonify(status="ready" if ready else "not ready"), status
     checks["hubs"] = _run(_hubs)
     return jsonify(status="ready" if ready else "not ready", checks=checks), status
+
+
+@blueprint.get("/metrics")
+def metrics():
+    """Prometheus metrics of the whole fleet; for the operator only (as /readyz's details)."""
+    if not operator_request():
+        abort(404)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(current_app._get_current_object()))
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 def operator_request() -> bool:

@@ -14,6 +14,7 @@ from ipaddress import IPv4Network
 
 from sqlalchemy import delete, func, select, update
 
+from portal import metrics
 from portal.audit.models import AuditEvent
 from portal.audit.service import Actor, record
 from portal.crypto import generate_keypair, public_key_for
@@ -241,6 +242,7 @@ def reconcile_hub(actor: Actor, hub: Hub, dry_run: bool = False) -> list[str]:
 
 
 def _record_repair(actor: Actor, hub: Hub, repair: Repair) -> None:
+    metrics.count("drift_repairs", repair.action)
     configuration = repair.configuration
     details = {"hub": hub.name, "repair": repair.description}
     if configuration is None:
