@@ -26,4 +26,6 @@ class HubForm(SshForm):
                                                 SelectChoice("none", "nobody (peers added by hand)")], default="ssh")
     accepts_new_tenants = BooleanField("Place new tenants here", default=True,
                                        description="Turn off to drain a hub: its tenants stay, new ones go elsewhere.")
-    public_key = StringField("WireGuard public key", description="Unmanaged hubs only; managed hubs get a new key.")
+    public_key = StringField("WireGuard public key",
+                             description="Hubs managed by nobody only: what `wg show IF public-key` prints on the "
+                                         "hub. Managed hubs make their own key.")

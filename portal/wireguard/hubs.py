@@ -65,7 +65,7 @@ class HubSettings(SshSettings):
     endpoint_port: int = 51820
     interface: str = "wg0"
     accepts_new_tenants: bool = True
-    public_key: str = ""  # only for unmanaged hubs; managed hubs get a generated key pair
+    public_key: str = ""  # unmanaged hubs: their key (blank on edit: keep it); managed hubs get a generated pair
 
 
 def save_hub(actor: Actor, settings: HubSettings, hub: Hub | None = None) -> Hub:
@@ -75,11 +75,12 @@ def save_hub(actor: Actor, settings: HubSettings, hub: Hub | None = None) -> Hub
     if creating:
         hub = Hub(name=settings.name)
         db.session.add(hub)
-        if settings.driver == "none":
-            hub.public_key = settings.public_key
-        else:
+        if settings.driver != "none":
             keys = generate_keypair()
             hub.private_key, hub.public_key = keys.private, keys.public
+    key_changed = settings.driver == "none" and bool(settings.public_key) and settings.public_key != hub.public_key
+    if key_changed:  # every download renders the hub's key, so routers get the new one from their next download
+        hub.public_key = settings.public_key
     hub.name, hub.endpoint_host, hub.endpoint_port = settings.name, settings.endpoint_host, settings.endpoint_port
     hub.interface, hub.driver = settings.interface, settings.driver
     hub.accepts_new_tenants = settings.accepts_new_tenants
@@ -87,7 +88,7 @@ def save_hub(actor: Actor, settings: HubSettings, hub: Hub | None = None) -> Hub
     db.session.flush()
     record("hub.created" if creating else "hub.updated", actor, tenant_id=None, target=hub,
            details={"name": hub.name, "driver": hub.driver, "endpoint": f"{hub.endpoint_host}:{hub.endpoint_port}",
-                    **ssh_details})
+                    "public_key": hub.public_key if key_changed else None, **ssh_details})
     return hub
 
 
@@ -97,8 +98,8 @@ def _validate(settings: HubSettings, hub: Hub | None) -> None:
     checked_field(check_interface, settings.interface, "interface")
     if not 1 <= settings.endpoint_port <= 65535:
         raise FieldError("endpoint_port", "Ports are 1 to 65535.")
-    if settings.driver == "none" and hub is None:
-        checked_field(check_key, settings.public_key, "public_key")
+    if settings.driver == "none" and (hub is None or settings.public_key or hub.driver != "none"):
+        checked_field(check_key, settings.public_key, "public_key")  # required when there is none to keep
     settings.validate_ssh(hub, "hub")
     taken = db.session.scalar(select(Hub.id).where(func.lower(Hub.name) == settings.name.lower()))
     if taken is not None and (hub is None or taken != hub.id):

@@ -92,3 +92,36 @@ def test_a_saved_hub_shows_its_fingerprint_and_keeps_its_ssh_key_encrypted(app, 
     other = post(staff, "/admin/hubs/new", ssh_hub_form(form["name"].upper()), token_page="/admin/hubs/new")
     assert other.status_code == 422
     assert "already a hub named" in field_error(other.get_data(as_text=True), "name")
+
+
+def test_an_unmanaged_hubs_public_key_is_set_on_its_edit_page_and_reaches_the_next_download(app, staff,
+                                                                                            admin_client):
+    from portal.wireguard.models import Router
+    from tests import vectors
+    from tests.conftest import add_router, router_id_from, run_worker
+
+    router_id = router_id_from(add_router(admin_client, "Rekeyed hub"))
+    run_worker(app)
+    with app.app_context():
+        configuration = db.session.get(Router, router_id).configurations[0]
+        hub_id, configuration_id = configuration.hub_id, configuration.id
+        hub = db.session.get(Hub, hub_id)
+        form = {"name": hub.name, "endpoint_host": "vpn.example.org", "endpoint_port": str(hub.endpoint_port),
+                "interface": hub.interface, "driver": "none", "accepts_new_tenants": "y", "ssh_port": "22",
+                "ssh_user": "root"}
+        assert hub.driver == "none" and hub.public_key == vectors.HUB_PUBLIC_KEY
+    edit = f"/admin/hubs/{hub_id}/edit"
+    assert 'name="public_key"' in staff.get(edit).get_data(as_text=True)
+    bad = post(staff, edit, {**form, "public_key": "not a key"}, token_page=edit)
+    assert bad.status_code == 422 and field_error(bad.get_data(as_text=True), "public_key")
+
+    new_key = "q0Wkz5cBlOqjPHWMUVdT/7S6ayxxqAmzBbCzeFr+Sm8="
+    try:
+        assert post(staff, edit, {**form, "public_key": new_key}, token_page=edit).status_code == 303
+        conf = admin_client.get(f"/configurations/{configuration_id}/download.conf").get_data(as_text=True)
+        assert f"PublicKey = {new_key}" in conf and "Endpoint = vpn.example.org:" in conf
+    finally:
+        with app.app_context():
+            db.session.execute(update(Hub).where(Hub.id == hub_id).values(public_key=vectors.HUB_PUBLIC_KEY,
+                                                                          endpoint_host=vectors.HUB_ENDPOINT))
+            db.session.commit()
