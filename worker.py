@@ -14,6 +14,7 @@ import argparse
 from portal import create_app
 from portal.jobs.worker import Periodic, run
 from portal.openvpn import jobs as openvpn_jobs
+from portal.routeros import jobs as routeros_jobs
 from portal.tenancy import impersonation
 from portal.wireguard import jobs as wireguard_jobs
 
@@ -25,6 +26,9 @@ PERIODIC = (
     Periodic(wireguard_jobs.reconcile, "PORTAL_RECONCILE_INTERVAL"),
     # Closes the sockets of a support visit on time, even when its page makes no further request.
     Periodic(impersonation.end_expired, "PORTAL_SWEEP_INTERVAL"),
+    # RouterOS API: pushes whose next step is due (a handshake to look for, a retry); each router's facts.
+    Periodic(routeros_jobs.sweep, "PORTAL_SWEEP_INTERVAL"),
+    Periodic(routeros_jobs.poll_routers, "PORTAL_ROUTER_FACTS_INTERVAL"),
 )
 
 

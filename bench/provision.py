@@ -378,7 +378,8 @@ def send_requests(client: RouterClient, count: int, threads: int) -> list[Sent]:
             raise SystemExit(f"benchmark aborted: {error}") from None
 
 
-def wait_until_active(app, tenant_id: int, count: int, timeout: float) -> None:
+def wait_until_active(app, tenant_id: int, count: int, timeout: float, poll: float = 0.1) -> float:
+    """Poll until `count` configurations of the tenant are active; the last `activated_at` (epoch seconds)."""
     from portal.extensions import db
     from portal.wireguard.models import Status, VpnConfiguration
 
@@ -388,14 +389,17 @@ def wait_until_active(app, tenant_id: int, count: int, timeout: float) -> None:
             counts = dict(db.session.execute(
                 select(VpnConfiguration.status, func.count()).where(VpnConfiguration.tenant_id == tenant_id)
                 .group_by(VpnConfiguration.status)).all())
-            db.session.rollback()
             if counts.get(Status.ACTIVE, 0) >= count:
-                return
+                last = db.session.scalar(select(func.max(VpnConfiguration.activated_at))
+                                         .where(VpnConfiguration.tenant_id == tenant_id))
+                db.session.rollback()
+                return last.timestamp()
+            db.session.rollback()
             if counts.get(Status.FAILED):
                 raise SystemExit(f"{counts[Status.FAILED]} configurations failed; see {LOG_DIR}")
             if time.monotonic() > deadline:
                 raise SystemExit(f"not all active after {timeout:.0f} s: {counts}; see {LOG_DIR}")
-            time.sleep(0.1)
+            time.sleep(poll)
 
 
 @dataclass(frozen=True)

@@ -78,9 +78,12 @@ def _tune_sqlite(engine) -> None:
 
 def _register_blueprints(app: Flask) -> None:
     from portal.account.views import blueprint as account
+    from portal.api.pages import blueprint as api_tokens
+    from portal.api.views import blueprint as api
     from portal.audit.views import blueprint as audit
     from portal.auth.views import blueprint as auth
     from portal.dashboard.views import blueprint as dashboard
+    from portal.links.views import blueprint as links
     from portal.openvpn.admin_views import blueprint as openvpn_servers
     from portal.openvpn.views import blueprint as openvpn
     from portal.ops.views import blueprint as ops
@@ -88,10 +91,12 @@ def _register_blueprints(app: Flask) -> None:
     from portal.tenancy.views import blueprint as tenancy
     from portal.tenancy.views import users_blueprint as users
     from portal.wireguard.admin_views import blueprint as hubs
+    from portal.wireguard.fleet_views import blueprint as fleet
+    from portal.wireguard.routeros_views import blueprint as routeros
     from portal.wireguard.views import blueprint as wireguard
 
     for blueprint in (auth, tenancy, wireguard, hubs, openvpn, openvpn_servers, audit, dashboard, ops, support,
-                      users, account):
+                      users, account, links, fleet, api, api_tokens, routeros):
         app.register_blueprint(blueprint)
 
 
@@ -143,6 +148,8 @@ def discard_session() -> None:
 
 
 def _register_error_pages(app: Flask) -> None:
+    from portal.api import errors as api_errors
+
     def error_page(status: int, title: str, message: str):
         if request.accept_mimetypes.best == "application/json":
             return jsonify(error={"code": status, "message": message}), status
@@ -161,10 +168,15 @@ def _register_error_pages(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
+        if api_errors.is_api_request():  # a path under /api that no view took (404, 405): the API's JSON errors
+            return api_errors.response_for(error)
         return error_page(error.code or 500, error.name, _friendly(error))
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception):
+        if api_errors.is_api_request():
+            discard_session()
+            return api_errors.response_for(error)
         app.logger.exception("unhandled error in request %s", g.get("request_id"))
         discard_session()
         return error_page(500, "Something went wrong", "The error was logged with request id "

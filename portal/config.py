@@ -94,6 +94,22 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "INVITE_HOURS": (int, 72),
     "PASSWORD_RESET_HOURS": (int, 24),
     "IMPERSONATION_MINUTES": (int, 60),
+    # RouterOS API (portal.routeros): one session with a router (connect, TLS, login, commands) lasts at most
+    # ROUTEROS_TIMEOUT seconds; a push waits ROUTEROS_HANDSHAKE_WAIT seconds for the router's handshake on the
+    # hub; routers with API access are asked for their facts every ROUTER_FACTS_INTERVAL seconds.
+    "ROUTEROS_TIMEOUT": (float, 10.0),
+    "ROUTEROS_HANDSHAKE_WAIT": (float, 60.0),
+    "ROUTER_FACTS_INTERVAL": (int, 300),
+    # The JSON API (portal.api): requests per token per window of API_RATE_WINDOW seconds; 0 turns the limit off.
+    "API_RATE_LIMIT": (int, 120),
+    "API_RATE_WINDOW": (int, 60),
+    # Download links (portal.links): e-mailed links work LINK_DEFAULT_HOURS unless the sender chooses otherwise, at
+    # most LINK_MAX_HOURS; a router command ROUTER_FETCH_MINUTES. One client address may ask for LINK_MAX_FAILURES
+    # links that do not work (unknown, used, expired, revoked) per 15 minutes.
+    "LINK_DEFAULT_HOURS": (int, 72),
+    "LINK_MAX_HOURS": (int, 168),
+    "ROUTER_FETCH_MINUTES": (int, 30),
+    "LINK_MAX_FAILURES": (int, 30),
     # `json` (one object per line) or `text`; unset: json in production, text elsewhere
     "LOG_FORMAT": (str, None),
     # Shows /readyz details to a client outside the internal network that sends it as a bearer token.
@@ -184,9 +200,20 @@ def _validate_job_settings(settings: dict[str, Any]) -> None:
     if settings["SSH_CONNECT_TIMEOUT"] + settings["SSH_COMMAND_TIMEOUT"] >= settings["JOB_TIMEOUT"]:
         raise ConfigError("PORTAL_SSH_CONNECT_TIMEOUT + PORTAL_SSH_COMMAND_TIMEOUT must be shorter than "
                           "PORTAL_JOB_TIMEOUT, so a job records a hub that does not answer before it is killed")
-    for name in ("SWEEP_INTERVAL", "BATCH_SIZE"):
+    for name in ("SWEEP_INTERVAL", "BATCH_SIZE", "API_RATE_WINDOW"):
         if settings[name] < 1:
             raise ConfigError(f"PORTAL_{name} must be at least 1")
+    _validate_routeros_settings(settings)
+
+
+def _validate_routeros_settings(settings: dict[str, Any]) -> None:
+    if settings["ROUTER_FACTS_INTERVAL"] < 1:
+        raise ConfigError("PORTAL_ROUTER_FACTS_INTERVAL must be at least 1")
+    if not 0 < settings["ROUTEROS_TIMEOUT"] <= settings["JOB_TIMEOUT"] / 2:
+        raise ConfigError("PORTAL_ROUTEROS_TIMEOUT must be positive and at most half of PORTAL_JOB_TIMEOUT (a job may "
+                          "need two sessions with a router: a key rotation's push and its rollback)")
+    if settings["ROUTEROS_HANDSHAKE_WAIT"] < 0:
+        raise ConfigError("PORTAL_ROUTEROS_HANDSHAKE_WAIT must not be negative")
 
 
 SECRET_KEY_BITS = 256

@@ -21,10 +21,10 @@ import time
 from typing import Literal
 
 import pyotp
-import segno
 from flask import current_app
 from sqlalchemy import delete, func, or_, select, update
 
+from portal import qr
 from portal.audit.service import Actor, record
 from portal.auth import sessions
 from portal.auth.models import RecoveryCode
@@ -103,8 +103,7 @@ def provisioning_uri(user: User, secret: str) -> str:
 
 def qr_svg(uri: str) -> str:
     """The QR code of `uri` as inline SVG, rendered here: the secret never goes to a third-party QR service."""
-    return segno.make(uri, error="m").svg_inline(scale=5, border=4, dark="#000", light="#fff",
-                                                 title="QR code for your authenticator app")
+    return qr.qr_svg(uri, "QR code for your authenticator app")
 
 
 def confirm(actor: Actor, user: User, code: str) -> list[str]:

@@ -1,8 +1,9 @@
 """How the portal talks to an OpenVPN server: the project's scripts, through a runner (`portal.remote`).
 
 `ovpn-bootstrap.sh` prepares the server (PKI, server configuration, the `ovpn-client` script under
-BASE/bin); `ovpn-client create|revoke|status` does the rest. Every operation is an "ensure": creating a
-client that exists prints its bundle again, revoking a revoked one succeeds. Names are checked against
+BASE/bin); `ovpn-client create|revoke|status` does the rest. The script knows a client only by its certificate's common
+name (`VpnClient.common_name`), never by the name its tenant gave it. Every operation is an "ensure": creating a
+client that exists prints its bundle again, revoking a revoked one succeeds. Common names are checked against
 `CLIENT_NAME` here and again by the script. Exit 75 (the PKI lock is busy) and an unreachable host are
 transient (the job retries); any other failure is not. Error messages carry the exit status and the
 script's error output, never its standard output (which holds the client's key).
@@ -88,7 +89,7 @@ class Revoked(ScriptOutput):
 
 @dataclass(frozen=True)
 class Session:
-    """One connected client as `ovpn-client status` reports it."""
+    """One connected client as `ovpn-client status` reports it; `name` is its certificate's common name."""
 
     name: str
     real_address: str
@@ -136,12 +137,12 @@ class OpenVpnDriver:
         result = self._run("ovpn-bootstrap.sh", argv, stdin=script("ovpn-client.sh"))
         return [line for line in result.stdout.splitlines() if line.strip()]
 
-    def create(self, name: str) -> Created:
-        result = self._run("ovpn-client create", [self.client_script, "create", check_name(name)])
+    def create(self, common_name: str) -> Created:
+        result = self._run("ovpn-client create", [self.client_script, "create", check_name(common_name)])
         return parse_create(result)
 
-    def revoke(self, name: str) -> Revoked:
-        result = self._run("ovpn-client revoke", [self.client_script, "revoke", check_name(name)])
+    def revoke(self, common_name: str) -> Revoked:
+        result = self._run("ovpn-client revoke", [self.client_script, "revoke", check_name(common_name)])
         outcome = result.stdout.strip().splitlines()[-1:] or [""]
         if outcome[0] not in REVOKE_OUTCOMES:
             raise RemoteCommandFailed(f"`ovpn-client revoke` printed an unexpected outcome: {outcome[0][:80]!r}")

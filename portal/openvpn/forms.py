@@ -14,8 +14,8 @@ from portal.openvpn.models import (
 
 
 class ClientForm(FlaskForm):
-    name = StringField("Name", description=CLIENT_NAME_RULE.capitalize() + ". It becomes the certificate's name "
-                       "and cannot be reused, not even after revocation.",
+    name = StringField("Name", description=CLIENT_NAME_RULE.capitalize() + ". It names the client and its "
+                       ".ovpn file, and cannot be reused, not even after revocation.",
                        filters=[strip],
                        validators=[DataRequired(message="Give the client a name."),
                                    Regexp(f"^{CLIENT_NAME.pattern}$", message=f"Use {CLIENT_NAME_RULE}.")])

@@ -51,12 +51,12 @@ def _run(transition: Transition, client_id: int, prepare, complete) -> str:
 
 
 def _work(client: VpnClient, operation: str) -> Work:
-    """The script call for `operation`; the server is detached so the side effect can use it after the
-    intent's commit."""
-    server, name = client.server, client.name
-    details = {"server": server.name, "driver": server.driver, "name": name}
+    """The script call for `operation` on the client's certificate (by its common name); the server is detached
+    so the side effect can use it after the intent's commit."""
+    server, common_name = client.server, client.common_name
+    details = {"server": server.name, "driver": server.driver, "name": client.name, "common_name": common_name}
     db.session.expunge(server)
-    return Work(lambda: getattr(driver_for(server), operation)(name), details)
+    return Work(lambda: getattr(driver_for(server), operation)(common_name), details)
 
 
 @job("provision OpenVPN client {0}", coalesce=True)

@@ -1,9 +1,11 @@
-"""OpenVPN servers and tenants' clients (one certificate, named by its common name, each)."""
+"""OpenVPN servers and tenants' clients (one certificate each, named by a common name of the portal's)."""
 
 from __future__ import annotations
 
+import base64
 import enum
 import re
+import secrets
 from datetime import datetime
 from ipaddress import IPv4Network
 
@@ -16,8 +18,8 @@ from portal.lifecycle import Lifecycle
 from portal.remote import ManagedHost
 from portal.types import UTCDateTime, utcnow
 
-# The one rule for client names (the certificate's common name). The server script checks the same rule and
-# exits 2 on anything else; a name never reaches a shell without passing it.
+# The one rule for client names and for certificate common names (the name a client has on its server). The
+# server script checks the same rule and exits 2 on anything else; a name never reaches a shell without passing it.
 CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 CLIENT_NAME_RULE = "1 to 64 characters: letters, digits, dots, dashes and underscores, starting with a letter or digit"
 
@@ -34,6 +36,26 @@ RESERVED_NAMES = ("server",)  # the server's own certificate
 
 def is_client_name(name: str) -> bool:
     return CLIENT_NAME.fullmatch(name) is not None and name.lower() not in RESERVED_NAMES
+
+
+COMMON_NAME_MAX = 64  # X.509's upper bound for a common name, and the script's
+_COMMON_NAME_HINT = 40  # characters of the tenant's name kept in a common name, for people reading server logs
+
+
+def new_common_name(tenant_id: int, name: str) -> str:
+    """A fresh certificate common name for the tenant's client `name`: `t<tenant id>-<name, cut>-<8 random>`,
+    such as `t12-laptop-1-k3q9x2mz`.
+
+    Unique per server whatever other tenants call their clients (the tenant id and 40 random bits set it apart;
+    the unique index on server and common name guarantees it, and the caller retries a collision), it tells
+    nothing of other tenants, and it passes `CLIENT_NAME` (so easy-rsa's file names and the script accept it).
+    """
+    prefix, suffix = f"t{int(tenant_id)}-", "-" + base64.b32encode(secrets.token_bytes(5)).decode().lower()
+    hint = name[:max(0, min(_COMMON_NAME_HINT, COMMON_NAME_MAX - len(prefix) - len(suffix)))]
+    common_name = f"{prefix}{hint}{suffix}" if hint else f"{prefix.rstrip('-')}{suffix}"
+    if not is_client_name(common_name) or len(common_name) > COMMON_NAME_MAX:
+        raise ValueError(f"cannot make a common name for {name!r}")
+    return common_name
 
 
 class OpenVpnServer(ManagedHost, db.Model):
@@ -74,17 +96,21 @@ class Status(enum.StrEnum):
     REVOKED = "revoked"
 
 
-UNIQUE_NAME_INDEX = "uq_vpn_clients_server_id_lower_name"
+UNIQUE_NAME_INDEX = "uq_vpn_clients_tenant_id_lower_name"
+UNIQUE_COMMON_NAME_INDEX = "uq_vpn_clients_server_id_lower_common_name"
 KIND = "client"  # what live hints call a VpnClient (the prefix of its audit actions)
 
 
 class VpnClient(Lifecycle, db.Model):
     """A tenant's OpenVPN client: one certificate on one server, and the `.ovpn` credential blocks.
 
-    The name is the certificate's common name, unique per server regardless of case and over all statuses:
-    a revoked name stays taken, since the server's PKI keeps it. `attempt` is the fencing token, as for
-    WireGuard configurations: each claim increments it and every later write of that worker is
-    conditional on it.
+    `name` is the tenant's: unique within the tenant regardless of case and over all statuses (a revoked
+    client keeps its name), never compared with other tenants' names, and the name of the download.
+    `common_name` is the server's: the certificate's CN, unique per server regardless of case and over all
+    statuses (the server's PKI keeps revoked names), made by `new_common_name` so that it reveals nothing of
+    other tenants; clients from before it existed kept their name as their common name. The scripts, revocation
+    and monitoring know a client only by its common name. `attempt` is the fencing token, as for WireGuard
+    configurations: each claim increments it and every later write of that worker is conditional on it.
     """
 
     __tablename__ = "vpn_clients"
@@ -92,7 +118,8 @@ class VpnClient(Lifecycle, db.Model):
     REVOCABLE = (Status.PENDING, Status.FAILED, Status.ACTIVE)
     __table_args__ = (
         CheckConstraint(f"status IN ({', '.join(repr(s.value) for s in Status)})", name="status"),
-        Index(UNIQUE_NAME_INDEX, "server_id", func.lower(text("name")), unique=True),
+        Index(UNIQUE_NAME_INDEX, "tenant_id", func.lower(text("name")), unique=True),
+        Index(UNIQUE_COMMON_NAME_INDEX, "server_id", func.lower(text("common_name")), unique=True),
         Index("ix_vpn_clients_status_updated", "status", "updated_at"),
     )
 
@@ -100,6 +127,7 @@ class VpnClient(Lifecycle, db.Model):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
     server_id: Mapped[int] = mapped_column(ForeignKey("openvpn_servers.id"))
     name: Mapped[str] = mapped_column(String(64))
+    common_name: Mapped[str] = mapped_column(String(COMMON_NAME_MAX))
     serial: Mapped[str | None] = mapped_column(String(64))
     not_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
     bundle: Mapped[str | None] = mapped_column(EncryptedText)  # <ca> <cert> <key> <tls-crypt> blocks

@@ -145,13 +145,13 @@ def _script_details(error: Exception) -> dict:
 
 def record_status_poll(server: OpenVpnServer, sessions: Sequence[Session], now: datetime) -> list[int]:
     """Store what one `status` says of the server's clients; return the ids of the clients that changed."""
-    by_name = {session.name: session for session in sessions}
+    by_common_name = {session.name: session for session in sessions}
     candidates = db.session.scalars(select(VpnClient).where(
         VpnClient.server_id == server.id,
         (VpnClient.status.in_([Status.ACTIVE, Status.REVOKING])) | VpnClient.connected.is_(True))).all()
     changed = []
     for client in candidates:
-        session = by_name.get(client.name)
+        session = by_common_name.get(client.common_name)
         before = (client.connected, client.real_address, client.virtual_address, client.bytes_received,
                   client.bytes_sent, client.connected_since)
         if session is None:

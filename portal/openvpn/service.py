@@ -17,6 +17,7 @@ from portal.audit.service import Actor, record
 from portal.errors import Conflict, DomainError
 from portal.extensions import db
 from portal.lifecycle import claim_row, compare_and_set, finish_row
+from portal.links.service import CLIENT_REVOKED, revoke_open_links
 from portal.openvpn.models import (
     CLIENT_NAME,
     CLIENT_NAME_RULE,
@@ -24,6 +25,7 @@ from portal.openvpn.models import (
     RESERVED_NAMES,
     Status,
     VpnClient,
+    new_common_name,
 )
 from portal.openvpn.servers import default_server
 from portal.pagination import paginate
@@ -40,14 +42,16 @@ def validate_client_name(name: str) -> str:
     return name
 
 
-def name_taken(server_id: int, name: str) -> bool:
+def name_taken(tenant_id: int, name: str) -> bool:
+    """Whether the tenant has a client of that name (any case, revoked ones too). Only the tenant's own clients
+    count: other tenants' names are never compared, so no answer reveals them."""
     return db.session.scalar(select(exists().where(
-        VpnClient.server_id == server_id, func.lower(VpnClient.name) == name.lower())))
+        VpnClient.tenant_id == tenant_id, func.lower(VpnClient.name) == name.lower())))
 
 
 def name_taken_message(name: str) -> str:
-    return (f"The name {name!r} is already in use on this server. A certificate name cannot be reused, "
-            "not even after it is revoked.")
+    return (f"You already have a client named {name!r}. A client's name cannot be reused, not even after it "
+            "is revoked.")
 
 
 # Servers ----------------------------------------------------------------------------------------
@@ -55,16 +59,22 @@ def name_taken_message(name: str) -> str:
 # Creating ---------------------------------------------------------------------------------------
 
 def add_client(actor: Actor, tenant_id: int, name: str) -> VpnClient:
-    """A new client (status pending) on the least-loaded server, in the caller's transaction."""
+    """A new client (status pending) on the least-loaded server, in the caller's transaction.
+
+    Its certificate gets a common name of its own (`new_common_name`). The unique indexes refuse a concurrent
+    twin of the name, and the rare random common name that is taken; `portal.actions.commit` runs this
+    again after either, which then says the name is taken, or picks another common name.
+    """
     name = validate_client_name(name)
-    server = default_server()
-    if name_taken(server.id, name):
+    if name_taken(tenant_id, name):
         raise Conflict(name_taken_message(name))
-    client = VpnClient(tenant_id=tenant_id, server_id=server.id, name=name, status=Status.PENDING)
+    server = default_server()
+    client = VpnClient(tenant_id=tenant_id, server_id=server.id, name=name,
+                       common_name=new_common_name(tenant_id, name), status=Status.PENDING)
     db.session.add(client)
     db.session.flush()
     record("client.created", actor, tenant_id=tenant_id, target=client,
-           details={"name": name, "server": server.name})
+           details={"name": name, "server": server.name, "common_name": client.common_name})
     _status_hint(client)
     return client
 
@@ -79,6 +89,7 @@ def request_revocation(actor: Actor, client: VpnClient) -> None:
     db.session.refresh(client)
     record("client.revoke.requested", actor, tenant_id=client.tenant_id, target=client,
            details={"name": client.name, "serial": client.serial})
+    revoke_open_links(actor, client_id=client.id, reason=CLIENT_REVOKED)
     _status_hint(client)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, func, text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, func, text, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.crypto import EncryptedText
@@ -61,10 +61,31 @@ class Router(db.Model):
     name: Mapped[str] = mapped_column(String(64))
     note: Mapped[str] = mapped_column(String(500), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # RouterOS API access, optional (portal.routeros). The password is key material: encrypted at rest, never
+    # shown, never audited. The TLS certificate's SHA-256 is pinned the first time a login over TLS succeeds.
+    api_address: Mapped[str | None] = mapped_column(String(255))
+    api_port: Mapped[int] = mapped_column(default=8729, server_default=text("8729"))
+    api_tls: Mapped[bool] = mapped_column(default=True, server_default=true())
+    api_username: Mapped[str | None] = mapped_column(String(64))
+    api_password: Mapped[str | None] = mapped_column(EncryptedText)
+    api_fingerprint: Mapped[str | None] = mapped_column(String(95))  # "AB:CD:..." (32 bytes)
+    # What the router said when last asked (Test connection, or the facts poll), and why it did not answer.
+    api_identity: Mapped[str | None] = mapped_column(String(255))
+    api_version: Mapped[str | None] = mapped_column(String(64))
+    api_board: Mapped[str | None] = mapped_column(String(64))
+    api_uptime: Mapped[str | None] = mapped_column(String(32))
+    api_peer_state: Mapped[str | None] = mapped_column(String(255))  # the router's own view of its hub peer
+    api_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    api_error: Mapped[str | None] = mapped_column(Text)
 
     configurations: Mapped[list[VpnConfiguration]] = relationship(
         back_populates="router", order_by="VpnConfiguration.id.desc()"
     )
+
+    @property
+    def has_api_access(self) -> bool:
+        """The portal may talk to this router over the RouterOS API (an address, a user and a password are set)."""
+        return bool(self.api_address and self.api_username) and self.api_password is not None
 
     @property
     def current_configuration(self) -> VpnConfiguration | None:

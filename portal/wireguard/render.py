@@ -163,8 +163,45 @@ def _endpoint(host: str, port: int) -> str:
 
 
 def download_filename(router_name: str, configuration_id: int, extension: str) -> str:
-    """A safe download name such as `core-router-1-cfg42.rsc` (slug of at most 40 chars, or `router`)."""
+    """A safe download name: `core-router-1-cfg42.rsc` (slug of at most 40 chars, or `router`), and for a
+    wg-quick file a valid interface name such as `wg-core-rou-42.conf` (see `interface_name`)."""
     if not _EXTENSION.fullmatch(extension):
         raise ValueError(f"bad file extension: {extension!r}")
-    slug = re.sub(r"[^a-z0-9]+", "-", router_name.lower()).strip("-")[:40].rstrip("-")
-    return f"{slug or 'router'}-cfg{configuration_id}.{extension}"
+    if extension == "conf":
+        return f"{interface_name(router_name, configuration_id)}.conf"
+    return f"{_slug(router_name)[:40].rstrip('-') or 'router'}-cfg{configuration_id}.{extension}"
+
+
+# wg-quick takes the interface name from the file name and accepts only this (the kernel's limit is 15 bytes).
+WG_QUICK_INTERFACE = re.compile(r"[a-zA-Z0-9_=+.-]{1,15}")
+_INTERFACE_MAX = 15
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def interface_name(router_name: str, configuration_id: int) -> str:
+    """The interface a downloaded `.conf` brings up: `wg-<slug cut short>-<configuration id>`, at most 15
+    characters (`wg-branch-offi-7`, `wg-b-2147483647`); `wg-<id>` when no slug fits, and `wg<id in base 36>` for
+    ids too long for that. The id keeps the names of different configurations apart."""
+    if configuration_id < 0:
+        raise ValueError(f"bad configuration id: {configuration_id}")
+    suffix = f"-{configuration_id}"
+    room = _INTERFACE_MAX - len("wg-") - len(suffix)
+    slug = _slug(router_name)[:room].rstrip("-") if room > 0 else ""
+    name = f"wg-{slug}{suffix}" if slug else f"wg{suffix}"
+    if len(name) > _INTERFACE_MAX:
+        name = f"wg{_base36(configuration_id)}"
+    return name
+
+
+def _base36(number: int) -> str:
+    digits = ""
+    while True:
+        number, digit = divmod(number, 36)
+        digits = _BASE36[digit] + digits
+        if not number:
+            return digits
+
+
+def _slug(name: str) -> str:
+    """Lower-case letters and digits of `name`, every other run of characters a single dash, no dash at the ends."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")

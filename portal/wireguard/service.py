@@ -25,6 +25,7 @@ from portal.ipam import service as ipam
 from portal.ipam.models import TenantSubnet
 from portal.ipam.pool import host_address, hub_address
 from portal.lifecycle import compare_and_set, finish_row
+from portal.links.service import CONFIGURATION_REVOKED, KEYS_ROTATED, revoke_open_links
 from portal.pagination import paginate
 from portal.wireguard.charts import Sample
 from portal.wireguard.models import KIND, Hub, Router, Status, TrafficSample, VpnConfiguration
@@ -150,6 +151,7 @@ def request_revocation(actor: Actor, configuration: VpnConfiguration) -> None:
         raise Conflict(_cannot_revoke_reason(configuration.status))
     db.session.refresh(configuration)
     record("configuration.revoke.requested", actor, tenant_id=configuration.tenant_id, target=configuration)
+    revoke_open_links(actor, configuration_id=configuration.id, reason=CONFIGURATION_REVOKED)
     _status_hint(configuration)
 
 
@@ -170,7 +172,13 @@ def request_rotation(actor: Actor, configuration: VpnConfiguration) -> None:
     configuration.next_private_key, configuration.next_preshared_key = keys.private, preshared_key
     record("configuration.rotate.requested", actor, tenant_id=configuration.tenant_id, target=configuration,
            details={"old_public_key": configuration.public_key, "new_public_key": keys.public})
+    revoke_open_links(actor, configuration_id=configuration.id, reason=KEYS_ROTATED)  # they would serve old keys
     _status_hint(configuration)
+    # A router the portal reaches over the RouterOS API rotates without losing it: new peer beside the old one,
+    # new keys to the router, its handshake, then the old peer goes (portal.routeros.jobs); the batch holds off.
+    from portal.routeros.service import take_over_rotation  # late: portal.routeros builds on this module
+
+    take_over_rotation(actor, configuration)
 
 
 def request_retry(actor: Actor, configuration: VpnConfiguration) -> None:

@@ -172,3 +172,26 @@ def download(configuration_id: int, kind: str):
     return file.response()
 
 
+
+
+@blueprint.route("/configurations/<int:configuration_id>/qr")
+@tenant_owner_required
+def qr(configuration_id: int):
+    """The wg-quick file as a QR code for the WireGuard phone apps. It holds the private key: shown on a click,
+    never with the page, not cached, to the tenant's own admins, and audited as a download of format `qr`."""
+    from portal.qr import qr_svg
+    from portal.wireguard.render import interface_name, render_conf
+
+    configuration = get_owned_or_404(VpnConfiguration, configuration_id, current_tenant_id())
+    if not configuration.active:
+        abort(409, description="Only an active configuration has a QR code.")
+    router = configuration.router
+    svg = qr_svg(render_conf(service.peer_config(configuration)), "QR code of the WireGuard configuration",
+                 error="l", scale=4)
+    context = {"router": router, "configuration": configuration, "qr": svg,
+               "tunnel": interface_name(router.name, configuration.id)}
+    service.record_download(request_actor(), configuration, "qr")
+    response = page_or_fragment("wireguard/qr.html", "wireguard/_qr.html", **context)  # before the commit expires
+    db.session.commit()
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -134,7 +134,8 @@ def session_up(connection) -> bool:
 
 
 def assert_refused(lab: OpenVpnLab, ovpn: str, name: str) -> None:
-    """A new connection attempt is refused by the server: its log says the certificate is revoked."""
+    """A new connection attempt is refused by the server: its log says the certificate (common name `name`) is
+    revoked."""
     offset = len(lab.openvpn.log())
     attempt = lab.connect(ovpn, wait=False)
     try:
@@ -201,7 +202,7 @@ def test_revoke_drops_the_session_refuses_new_ones_and_rerunning_is_a_no_op(app,
     assert crl_serials(base).count(revoked.serial) == 1
 
     connection.stop()
-    assert_refused(lab, ovpn, "lab-doomed")
+    assert_refused(lab, ovpn, row.common_name)
 
     with app.app_context():
         job = queue().enqueue(revoke_client.path, row.id)
@@ -227,7 +228,7 @@ def test_a_crash_between_easyrsa_revoke_and_gen_crl_ends_revoked_exactly_once(ap
         assert service.claim(row.id, (Status.REVOKING,), Status.REVOKING).attempt == row.attempt + 1
         db.session.commit()
     crashed = lab.server.run(["env", "EASYRSA_BATCH=1", "EASYRSA_NO_VARS=1", f"EASYRSA_PKI={base}/pki",
-                              easyrsa_path(), "revoke", "lab-crashy"], check=False)
+                              easyrsa_path(), "revoke", row.common_name], check=False)
     assert crashed.returncode == 0, crashed.stderr
     assert row.serial not in crl_serials(base)  # revoked in the index, not in the installed CRL
     with app.app_context():
@@ -247,7 +248,7 @@ def test_a_crash_between_easyrsa_revoke_and_gen_crl_ends_revoked_exactly_once(ap
     assert wait_until(lambda: not listed_by_server(app, row.id), 5)
     assert not lab.ping(TUNNEL_SERVER, timeout=1)
     connection.stop()
-    assert_refused(lab, ovpn, "lab-crashy")
+    assert_refused(lab, ovpn, row.common_name)
     with app.app_context():
         assert verify_chain().ok
 

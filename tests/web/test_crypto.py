@@ -72,7 +72,7 @@ def raw_column(app, column: str, configuration_id: int) -> str:
 SECRET_COLUMNS = (
     VpnConfiguration.private_key, VpnConfiguration.preshared_key, VpnConfiguration.next_private_key,
     VpnConfiguration.next_preshared_key, Hub.private_key, Hub.ssh_private_key, OpenVpnServer.ssh_private_key,
-    VpnClient.bundle, User.totp_secret,
+    VpnClient.bundle, User.totp_secret, Router.api_password,
 )
 
 

@@ -76,6 +76,7 @@ def test_the_images_command_migrates_then_serves(tmp_path):
         assert ready["checks"]["database"]["state"] == "ok"  # migrated: the schema is there
     finally:
         stop(server)
+        server.stderr.close()
 
 
 def _first_answer(url: str, server: subprocess.Popen, timeout: float = 60.0) -> requests.Response:

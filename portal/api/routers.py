@@ -1,0 +1,33 @@
+"""Changing a router's name and note: what the API's PATCH needs and the WireGuard service does not offer yet.
+
+Like the services, it adds and flushes; the caller commits. Renaming changes nothing on the hub (peers are keyed
+by public key) and only the names of later downloads.
+"""
+
+from __future__ import annotations
+
+from portal.audit.service import Actor, record
+from portal.errors import Conflict, DomainError
+from portal.wireguard.models import Router
+from portal.wireguard.service import NOTE_MAX, name_taken, validate_router_name
+
+
+def update_router(actor: Actor, router: Router, *, name: str | None, note: str | None) -> Router:
+    details: dict[str, object] = {}
+    if name is not None:
+        name = validate_router_name(name)
+        if name != router.name:
+            if name.lower() != router.name.lower() and name_taken(router.tenant_id, name):
+                raise Conflict(f"You already have a router named {name!r}.")
+            details.update(name=name, previous_name=router.name)
+            router.name = name
+    if note is not None:
+        note = note.strip()
+        if len(note) > NOTE_MAX:
+            raise DomainError(f"The note is limited to {NOTE_MAX} characters.")
+        if note != router.note:
+            details["note_changed"] = True
+            router.note = note
+    if details:
+        record("router.updated", actor, tenant_id=router.tenant_id, target=router, details=details)
+    return router
