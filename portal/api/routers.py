@@ -7,9 +7,9 @@ by public key) and only the names of later downloads.
 from __future__ import annotations
 
 from portal.audit.service import Actor, record
-from portal.errors import Conflict, DomainError
+from portal.errors import Conflict
 from portal.wireguard.models import Router
-from portal.wireguard.service import NOTE_MAX, name_taken, validate_router_name
+from portal.wireguard.service import name_taken, validate_note, validate_router_name
 
 
 def update_router(actor: Actor, router: Router, *, name: str | None, note: str | None) -> Router:
@@ -22,9 +22,7 @@ def update_router(actor: Actor, router: Router, *, name: str | None, note: str |
             details.update(name=name, previous_name=router.name)
             router.name = name
     if note is not None:
-        note = note.strip()
-        if len(note) > NOTE_MAX:
-            raise DomainError(f"The note is limited to {NOTE_MAX} characters.")
+        note = validate_note(note)
         if note != router.note:
             details["note_changed"] = True
             router.note = note

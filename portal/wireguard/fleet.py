@@ -179,8 +179,10 @@ def _check_row(row: Row) -> None:
         row.name = service.validate_router_name(row.name)
     except DomainError as error:
         row.errors.append(str(error))
-    if len(row.note) > service.NOTE_MAX:
-        row.errors.append(f"The note is limited to {service.NOTE_MAX} characters.")
+    try:
+        row.note = service.validate_note(row.note)
+    except DomainError as error:
+        row.errors.append(str(error))
     if row.api_address and (problem := address_error(row.api_address)):
         row.errors.append(problem)
     if row.api_username:

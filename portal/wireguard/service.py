@@ -19,7 +19,7 @@ from sqlalchemy.orm import selectinload
 from portal import live
 from portal.audit.service import Actor, record
 from portal.crypto import generate_keypair, generate_preshared_key
-from portal.errors import Conflict, DomainError
+from portal.errors import Conflict, DomainError, FieldError
 from portal.extensions import db
 from portal.ipam import service as ipam
 from portal.ipam.models import TenantSubnet
@@ -36,6 +36,7 @@ ROUTER_NAME_RULE = (
     "1 to 64 characters: letters, digits, spaces, dots, dashes and underscores, starting with a letter or digit"
 )
 NOTE_MAX = 500
+NOTE_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 ALREADY_CONFIGURED = "This router already has a configuration; revoke it before creating a new one."
 
 
@@ -87,12 +88,20 @@ def hubs_with_tenant_counts() -> list[tuple[Hub, int]]:
 
 # Creating ---------------------------------------------------------------------------------------
 
-def add_router(actor: Actor, tenant_id: int, name: str, note: str = "") -> Router:
-    """A new router and its first configuration (status pending), in the caller's transaction."""
-    name = validate_router_name(name)
+def validate_note(note: str) -> str:
+    """A router's note, stripped: at most NOTE_MAX characters, no control characters but tabs and line breaks
+    (PostgreSQL refuses NUL in text; nothing a person types needs the others)."""
     note = note.strip()
     if len(note) > NOTE_MAX:
-        raise DomainError(f"The note is limited to {NOTE_MAX} characters.")
+        raise FieldError("note", f"The note is limited to {NOTE_MAX} characters (this one has {len(note)}).")
+    if NOTE_CONTROL.search(note):
+        raise FieldError("note", "The note contains a control character; only text, tabs and line breaks.")
+    return note
+
+
+def add_router(actor: Actor, tenant_id: int, name: str, note: str = "") -> Router:
+    """A new router and its first configuration (status pending), in the caller's transaction."""
+    name, note = validate_router_name(name), validate_note(note)
     if name_taken(tenant_id, name):
         raise Conflict(f"You already have a router named {name!r}.")
     router = Router(tenant_id=tenant_id, name=name, note=note, configurations=[])  # known empty: no lazy load

@@ -93,10 +93,19 @@ def test_double_submitted_form_creates_one_router(app, admin_client):
     assert count_routers(app, admin_client.tenant_id) == 1
 
 
-def test_note_is_limited(app, admin_client):
-    response = add_router(admin_client, "Noted", note="x" * 501)
-    assert response.status_code == 422 and 'id="note-error"' in response.get_data(as_text=True)
+@pytest.mark.parametrize("note, message", [("x" * 501, "500 characters"), ("a\x00b", "control character"),
+                                           ("bell\x07", "control character")])
+def test_a_bad_note_is_refused_next_to_the_field(app, admin_client, note, message):
+    response = add_router(admin_client, "Noted", note=note)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422 and 'id="note-error"' in page and message in page
     assert count_routers(app, admin_client.tenant_id) == 0
+
+
+def test_a_note_keeps_its_tabs_and_line_breaks(app, admin_client):
+    router_id = router_id_from(add_router(admin_client, "Multiline", note="line one\n\tline two"))
+    with app.app_context():
+        assert db.session.get(Router, router_id).note == "line one\n\tline two"
 
 
 def test_revoke_asks_for_confirmation_then_revokes_for_good(app, admin_client):
