@@ -51,15 +51,17 @@ def first_read(read: Callable[[], T]) -> T:
         return read()
 
 
-def act(change: Callable[[], T], then: Callable[[T], object], done: str) -> bool:
-    """Commit `change()`, run `then` on its result (wake the job) and flash `done`; or flash the error."""
+def act(change: Callable[[], T], then: Callable[[T], object], done: str | Callable[[T], str]) -> bool:
+    """Commit `change()`, run `then` on its result (wake the job) and flash `done` (or `done(result)`); or flash
+    the error."""
     try:
         result = commit(change)
     except DomainError as error:
         db.session.rollback()
         flash(str(error), "error")
         return False
-    flash(done if then(result) is not False else f"{done} {QUEUED_LATE}")
+    message = done(result) if callable(done) else done
+    flash(message if then(result) is not False else f"{message} {QUEUED_LATE}")
     return True
 
 

@@ -170,8 +170,9 @@ def _cannot_revoke_reason(status: str) -> str:
     return f"This configuration is {status}; revoke it once that finishes."
 
 
-def request_rotation(actor: Actor, configuration: VpnConfiguration) -> None:
-    """New keys for an active configuration; a job swaps the peer on the hub, then they become current."""
+def request_rotation(actor: Actor, configuration: VpnConfiguration) -> bool:
+    """New keys for an active configuration; a job swaps the peer on the hub, then they become current. True when
+    the rotation goes through the router's API instead (the router keeps working throughout)."""
     keys, preshared_key = generate_keypair(), generate_preshared_key()
     moved = compare_and_set(VpnConfiguration, configuration.id, (Status.ACTIVE,), status=Status.ROTATING,
                             last_error=None, next_public_key=keys.public)
@@ -187,7 +188,7 @@ def request_rotation(actor: Actor, configuration: VpnConfiguration) -> None:
     # new keys to the router, its handshake, then the old peer goes (portal.routeros.jobs); the batch holds off.
     from portal.routeros.service import take_over_rotation  # late: portal.routeros builds on this module
 
-    take_over_rotation(actor, configuration)
+    return take_over_rotation(actor, configuration)
 
 
 def request_retry(actor: Actor, configuration: VpnConfiguration) -> None:

@@ -153,8 +153,14 @@ def rotate(configuration_id: int):
     router_id, hub_id = configuration.router_id, configuration.hub_id  # read before the commit expires them
     if ActionForm().validate_on_submit():
         act(lambda: service.request_rotation(request_actor(), configuration), lambda _: jobs.sync_hub.wake(hub_id),
-            "New keys generated; once the hub holds them, download the new configuration. The old one stops working.")
+            lambda over_api: ROTATING_OVER_API if over_api else ROTATED_ON_HUB)
     return redirect(url_for("wireguard.router", router_id=router_id), 303)
+
+
+ROTATED_ON_HUB = ("New keys generated; once the hub holds them, download the new configuration. "
+                  "The old one stops working.")
+ROTATING_OVER_API = ("New keys generated: the portal puts them on the router over its API and keeps the old key "
+                     "working until the new one has a handshake; if none comes, the router goes back to the old key.")
 
 
 @blueprint.route("/configurations/<int:configuration_id>/download.<kind>")

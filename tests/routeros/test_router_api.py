@@ -285,10 +285,13 @@ def test_a_push_waits_for_a_router_that_does_not_answer_and_retries(app, admin_c
 
 # Rotation over the API ------------------------------------------------------------------------------------
 
-def rotate(app, client, router_id: int) -> None:
+def rotate(app, client, router_id: int) -> str:
+    """Rotate keys from the router page; what the page said right after."""
     configuration_id = configuration(app, router_id).id
     assert post(client, f"/configurations/{configuration_id}/rotate").status_code == 303
+    said = client.get(f"/routers/{router_id}").get_data(as_text=True)
     run_worker(app)
+    return said
 
 
 def test_rotation_over_the_api_moves_router_and_hub_to_the_new_keys(app, admin_client, router, hub):
@@ -299,8 +302,9 @@ def test_rotation_over_the_api_moves_router_and_hub_to_the_new_keys(app, admin_c
     run_worker(app)
     before = configuration(app, router_id)
 
-    rotate(app, admin_client, router_id)
+    said = rotate(app, admin_client, router_id)
 
+    assert "keeps the old key working until the new one has a handshake" in said
     after = configuration(app, router_id)
     push = last_push(app, router_id)
     assert push.kind == "rotate" and push.status == PushStatus.ACTIVE
