@@ -54,9 +54,15 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     _trust_proxies(app)
     _register_error_pages(app)
     _register_commands(app)
+    app.jinja_env.filters["plural"] = plural
     app.jinja_env.globals.update(no_worker_alive=no_worker_alive, impersonation=impersonation,
                                  can_change=can_change, can_handle_secrets=can_handle_secrets, now_utc=utcnow)
     return app
+
+
+def plural(count: int, word: str) -> str:
+    """`3|plural('router')` is "3 routers", `1|plural('router')` "1 router"."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def _tune_sqlite(engine) -> None:

@@ -26,6 +26,11 @@ from portal.types import utcnow
 SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
 
 
+def any_server_open() -> bool:
+    """Whether a new client could be added now (some server takes new clients)."""
+    return db.session.scalar(select(OpenVpnServer.id).where(OpenVpnServer.accepts_new_clients).limit(1)) is not None
+
+
 def default_server() -> OpenVpnServer:
     """The server new clients go to: the one open to new clients with the fewest live clients."""
     live = func.count(VpnClient.id)

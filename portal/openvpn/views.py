@@ -10,7 +10,7 @@ from portal.downloads import NotDownloadable, openvpn_file
 from portal.extensions import db
 from portal.forms import ActionForm
 from portal.htmx import page_or_fragment, redirect_after_post
-from portal.openvpn import jobs, service
+from portal.openvpn import jobs, servers, service
 from portal.openvpn.forms import ClientForm
 from portal.openvpn.models import Status, VpnClient
 from portal.tenancy.access import (
@@ -31,7 +31,8 @@ def clients():
     search = request.args.get("q", "").strip()[:64]
     page = service.clients_page(current_tenant_id(), search=search, page=request.args.get("page", 1, type=int),
                                 per_page=current_app.config["PORTAL_PAGE_SIZE"])
-    return page_or_fragment("openvpn/clients.html", "openvpn/_client_table.html", page=page, search=search)
+    return page_or_fragment("openvpn/clients.html", "openvpn/_client_table.html", page=page, search=search,
+                            server_open=servers.any_server_open())
 
 
 @blueprint.route("/openvpn/clients/new", methods=["GET", "POST"])

@@ -638,3 +638,23 @@ def test_the_bootstrap_button_runs_a_job_and_shows_its_result(app, platform_admi
     run_worker(app)
     page = staff.get("/admin/openvpn").get_data(as_text=True)
     assert "created the PKI; wrote server.conf" in page and "server at 10.8.0.1" in page
+
+
+def test_without_a_server_open_the_clients_page_says_so_and_offers_no_add(app, admin_client):
+    from sqlalchemy import update
+
+    from portal.openvpn.models import OpenVpnServer
+
+    with app.app_context():
+        open_ids = db.session.scalars(select(OpenVpnServer.id).where(OpenVpnServer.accepts_new_clients)).all()
+        db.session.execute(update(OpenVpnServer).values(accepts_new_clients=False))
+        db.session.commit()
+    try:
+        page = admin_client.get("/openvpn/clients").get_data(as_text=True)
+        assert "No OpenVPN server takes new clients yet" in page and "Add your first client" not in page
+        assert 'href="/openvpn/clients/new"' not in page
+    finally:
+        with app.app_context():
+            db.session.execute(update(OpenVpnServer).where(OpenVpnServer.id.in_(open_ids))
+                               .values(accepts_new_clients=True))
+            db.session.commit()
