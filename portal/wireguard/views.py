@@ -146,11 +146,14 @@ def retry(configuration_id: int):
     return redirect(url_for("wireguard.router", router_id=router_id), 303)
 
 
-@blueprint.route("/configurations/<int:configuration_id>/rotate", methods=["POST"])
+@blueprint.route("/configurations/<int:configuration_id>/rotate", methods=["GET", "POST"])
 @tenant_change_required
 def rotate(configuration_id: int):
     configuration = get_owned_or_404(VpnConfiguration, configuration_id, current_tenant_id())
     router_id, hub_id = configuration.router_id, configuration.hub_id  # read before the commit expires them
+    if request.method == "GET":  # what stops working, and when, before anyone presses the button
+        return render_template("wireguard/rotate.html", configuration=configuration, router=configuration.router,
+                               form=ActionForm())
     if ActionForm().validate_on_submit():
         act(lambda: service.request_rotation(request_actor(), configuration), lambda _: jobs.sync_hub.wake(hub_id),
             lambda over_api: ROTATING_OVER_API if over_api else ROTATED_ON_HUB)

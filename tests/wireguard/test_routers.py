@@ -243,3 +243,16 @@ def test_router_names_are_unique_regardless_of_case(app, admin_client):
         with pytest.raises(IntegrityError):  # the database itself refuses, for requests that race the check
             db.session.flush()
         db.session.rollback()
+
+
+def test_rotate_asks_first_saying_what_stops_working(app, admin_client):
+    router_id = router_id_from(add_router(admin_client, "Careful"))
+    run_worker(app)
+    configuration_id = configuration_of(app, router_id).id
+    assert f"/configurations/{configuration_id}/rotate" in admin_client.get(f"/routers/{router_id}").get_data(
+        as_text=True)
+    confirm = admin_client.get(f"/configurations/{configuration_id}/rotate")
+    assert confirm.status_code == 200 and "The configuration in use stops working" in confirm.get_data(as_text=True)
+    assert configuration_of(app, router_id).status == Status.ACTIVE  # asking changed nothing
+    assert post(admin_client, f"/configurations/{configuration_id}/rotate").status_code == 303
+    assert configuration_of(app, router_id).status in (Status.ROTATING, Status.ACTIVE)
