@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from portal.openvpn.models import CLIENT_NAME
 from portal.openvpn.models import Status as ClientStatus
+from portal.wireguard.fleet import COLUMNS as IMPORT_COLUMNS
+from portal.wireguard.fleet import MAX_CHARACTERS as IMPORT_MAX_CHARACTERS
+from portal.wireguard.fleet import MAX_ROWS as IMPORT_MAX_ROWS
 from portal.wireguard.models import Status as ConfigurationStatus
 from portal.wireguard.service import NOTE_MAX, ROUTER_NAME
 
@@ -67,6 +70,15 @@ class RouterChanges(RequestBody):
 class NewClient(RequestBody):
     name: Annotated[str, Field(pattern=_anchored(CLIENT_NAME.pattern), description="The client's name in this "
                                "tenant; `server` is reserved.")]
+
+
+class RouterImportFile(RequestBody):
+    """A CSV file of routers, as the text of a JSON string."""
+
+    csv: Annotated[str, Field(max_length=IMPORT_MAX_CHARACTERS, pattern=PLAIN_TEXT, description=(
+        f"The file: a header row naming its columns ({', '.join(IMPORT_COLUMNS)}; only name is required), then "
+        f"one router per row (at most {IMPORT_MAX_ROWS}), comma- or semicolon-separated. A password (or other "
+        "secret) column refuses the whole file."))]
 
 
 class Query(BaseModel):
@@ -199,12 +211,58 @@ class ClientPage(Page):
     items: list[Client]
 
 
+class ImportRow(BaseModel):
+    """A row of an imported file, as read, with what is wrong with it."""
+
+    line: int = Field(description="The line of the file it ends on (the header is line 1).")
+    name: str
+    note: str
+    api_address: str | None
+    api_username: str | None
+    errors: list[str] = Field(description="Empty: the row can be imported.")
+
+
+class RouterImportResult(BaseModel):
+    """What an import did: with `imported`, the import and the routers it created (in the file's order), each
+    with its first configuration `pending`; without, the errors and nothing created."""
+
+    imported: bool
+    import_id: int | None = Field(description="Null unless imported; `GET /api/routers/imports/{id}` is its "
+                                  "progress.")
+    router_ids: list[int]
+    errors: list[str] = Field(description="What is wrong with the file as a whole (then `rows` may be empty).")
+    rows: list[ImportRow]
+
+
+class ImportFailure(BaseModel):
+    router_id: int
+    name: str
+    error: str | None
+
+
+class RouterImportProgress(BaseModel):
+    """Where an import's routers are, by the status of their live configurations."""
+
+    id: int
+    url: str
+    created_at: datetime
+    created_by: str
+    total: int = Field(description="Routers the import created.")
+    by_status: dict[str, int] = Field(description="Routers per configuration status (`revoked`: none is live).")
+    waiting: int = Field(description="`pending` or `provisioning`.")
+    retrying: int = Field(description="Pending again after a transient failure (the hub did not answer).")
+    active: int = Field(description="`active` or `rotating`.")
+    finished: bool = Field(description="No router is waiting any more.")
+    failed: list[ImportFailure] = Field(description="The failed routers by name (the first 50).")
+
+
 class Health(BaseModel):
     status: Literal["ok"]
 
 
 class ErrorDetail(BaseModel):
-    field: str = Field(description="Where: `body.name`, `query.page`, ...")
+    field: str = Field(description="Where: `body.name`, `query.page`, ...; `body.csv` or `body.csv.line.3` for "
+                       "an imported file and its rows.")
     message: str
 
 
@@ -212,10 +270,16 @@ class ErrorInfo(BaseModel):
     code: str = Field(description="Stable, for programs; see the list in the API description.")
     message: str = Field(description="For people; may change.")
     details: list[ErrorDetail] | None = Field(default=None, description="Which fields were wrong (validation "
-                                              "errors only).")
+                                              "errors, and the rows of an imported file).")
 
 
 class Error(BaseModel):
+    error: ErrorInfo
+
+
+class RouterImportRefused(RouterImportResult):
+    """A file with errors: nothing was imported. The result as for an import, with the error envelope."""
+
     error: ErrorInfo
 
 

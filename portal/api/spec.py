@@ -34,7 +34,7 @@ from portal.downloads import File
 
 REF = "#/components/schemas/{model}"
 JSON = "application/json"
-MAX_BODY = 64 * 1024  # every request body of the API is a few fields
+MAX_BODY = 64 * 1024  # every request body of the API is a few fields (but a CSV import's: `max_body`)
 PATH_PARAMETER = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
 
 
@@ -60,6 +60,7 @@ class Operation:
     query: type[Query] | None
     body: type[RequestBody] | None
     errors: tuple[str, ...]  # codes of CODES the view itself may answer with
+    max_body: int = MAX_BODY  # bytes
 
     @property
     def path(self) -> str:
@@ -93,13 +94,13 @@ def register_converters(state) -> None:
 
 def operation(blueprint: Blueprint, method: str, rule: str, *, summary: str, tag: str, scope: Scope | None,
               answers: tuple[Answer, ...], query: type[Query] | None = None, body: type[RequestBody] | None = None,
-              errors: tuple[str, ...] = (), description: str = "") -> Callable:
+              errors: tuple[str, ...] = (), description: str = "", max_body: int = MAX_BODY) -> Callable:
     """Declare and route one operation. The view receives the path's ids, `caller` (when a token is needed),
     `query` and `body` (when declared), and returns a `Reply`, a `File` or a `Response`."""
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         declared = Operation(method, rule, view, summary, description or (view.__doc__ or "").strip(), tag, scope,
-                             answers, query, body, errors)
+                             answers, query, body, errors, max_body)
         OPERATIONS.append(declared)
 
         @wraps(view)
@@ -130,7 +131,7 @@ def _handle(declared: Operation, path: dict[str, Any]) -> Response:
         kwargs["query"] = _parse(declared.query, request.args.to_dict(flat=True), "query")
     raw_body: object = None
     if declared.body is not None:
-        raw_body = _json_body()
+        raw_body = _json_body(declared.max_body)
         kwargs["body"] = _parse(declared.body, raw_body, "body")
     key = idempotency.key_of_request() if declared.method == "POST" and caller is not None else None
 
@@ -155,12 +156,13 @@ def _parse(model: type[BaseModel], data: object, where: str):
         raise from_validation(error, where) from None
 
 
-def _json_body() -> object:
+def _json_body(limit: int) -> object:
     if request.mimetype != JSON:
         raise ApiError("unsupported_media_type", "Send the body as JSON, with `Content-Type: application/json`.")
-    if (request.content_length or 0) > MAX_BODY:
-        raise ApiError("payload_too_large", f"The body is limited to {MAX_BODY // 1024} KiB.")
-    request.max_content_length = MAX_BODY  # a body without a length is cut off there too (413)
+    if (request.content_length or 0) > limit:
+        size = f"{limit // 1024 // 1024} MiB" if limit >= 1024 * 1024 else f"{limit // 1024} KiB"
+        raise ApiError("payload_too_large", f"The body is limited to {size}.")
+    request.max_content_length = limit  # a body without a length is cut off there too (413)
     try:
         data = request.get_json(force=True, silent=False)
     except BadRequest:
@@ -232,9 +234,16 @@ def _responses(declared: Operation) -> dict[str, Any]:
         headers = {"429": ["Retry-After"], "401": ["WWW-Authenticate"]}.get(str(status), [])
         if status == 409 and "idempotency_key_in_use" in codes:
             headers = []  # Retry-After comes with that code only
+        description = "; ".join(f"`{code}`: {CODES[code][1]}" for code in codes) + "."
+        error = {"$ref": REF.format(model="Error")}
+        own = responses.get(str(status))
+        if own is not None:  # the operation's own answer at an error status (the import's 422): either body
+            own["description"] += f" Otherwise the error alone: {description}"
+            own["content"][JSON]["schema"] = {"anyOf": [own["content"][JSON]["schema"], error]}
+            continue
         responses[str(status)] = {
-            "description": "; ".join(f"`{code}`: {CODES[code][1]}" for code in codes) + ".",
-            "content": {JSON: {"schema": {"$ref": REF.format(model="Error")}}},
+            "description": description,
+            "content": {JSON: {"schema": error}},
             **({"headers": {name: HEADERS[name] for name in headers}} if headers else {}),
         }
     return responses

@@ -25,12 +25,19 @@ from portal.api.schemas import (
     ConfigurationPage,
     ConfigurationQuery,
     Error,
+    ErrorDetail,
+    ErrorInfo,
     Health,
+    ImportFailure,
     NewClient,
     NewConfiguration,
     NewRouter,
     Router,
     RouterChanges,
+    RouterImportFile,
+    RouterImportProgress,
+    RouterImportRefused,
+    RouterImportResult,
     RouterPage,
     RouterQuery,
     Subnet,
@@ -43,8 +50,10 @@ from portal.openvpn import jobs as openvpn_jobs
 from portal.openvpn import service as openvpn
 from portal.openvpn.models import VpnClient
 from portal.tenancy.scope import get_owned_or_404
+from portal.wireguard import fleet
 from portal.wireguard import jobs as wireguard_jobs
 from portal.wireguard import service as wireguard
+from portal.wireguard.fleet_models import RouterImport
 from portal.wireguard.models import Hub as HubRow
 from portal.wireguard.models import Router as RouterRow
 from portal.wireguard.models import VpnConfiguration
@@ -55,6 +64,8 @@ blueprint.record_once(register_converters)  # before the rules below are bound t
 
 CONFIGURATIONS, ROUTERS, CLIENTS, SERVICE = "WireGuard configurations", "Routers", "OpenVPN clients", "Service"
 READ, WRITE = Scope.READ, Scope.WRITE
+IMPORT_BODY_MAX = 8 * 1024 * 1024  # the file's 1,000,000 characters, even each escaped as JSON's \uXXXX
+DETAILS_SHOWN = 100  # of a refused import's problems, in the error's details (`rows` has every one)
 ACCEPTED = "Accepted: the change is committed and a worker carries it out; poll the Location for the status."
 
 
@@ -253,6 +264,58 @@ def delete_router(caller: Caller, router_id: int) -> Response:
     raise ApiError("router_delete_unsupported", f"Routers are not deleted: they keep the record of their "
                    f"configurations. Revoke the router's configuration instead{hint}.",
                    headers={"Allow": "GET, HEAD, OPTIONS, PATCH"})
+
+
+@operation(blueprint, "POST", "/routers/import", summary="Import routers from a CSV file", tag=ROUTERS, scope=WRITE,
+           body=RouterImportFile, max_body=IMPORT_BODY_MAX,
+           errors=("import_invalid", "invalid", "pool_exhausted", "subnet_exhausted"),
+           answers=(Answer(201, "Created: every router of the file, each with its first configuration `pending`, "
+                           "in one transaction; workers provision them (one batch per hub). The Location is the "
+                           "import's progress.", RouterImportResult, headers=("Location",)),
+                    Answer(422, "`import_invalid`: the file or some of its rows have errors, and nothing was "
+                           "imported: the result with `errors` (the file's) and `rows` (each row with its own), "
+                           "and the error envelope (one detail per problem, the first 100).",
+                           RouterImportRefused)))
+def import_routers(caller: Caller, body: RouterImportFile) -> Reply:
+    """The import of the routers page, as JSON: `{"csv": "name,note\\nBranch 1,first floor\\n..."}`. All the
+    rows or none: a file with any error answers 422 with every row and what is wrong with it. A password (or
+    other secret) column refuses the whole file: passwords never travel in a CSV."""
+    result = fleet.import_routers(caller.actor(), caller.tenant_id, body.csv)
+    if not result.ok:
+        return Reply(422, _refused(result))
+    hub_ids = list(result.hub_ids)
+    return Reply(201, RouterImportResult.model_validate(result.as_dict()),
+                 location=url_for("api.get_router_import", import_id=result.import_id, _external=True),
+                 after=lambda: fleet.wake_hubs(hub_ids))
+
+
+def _refused(result: fleet.ImportResult) -> RouterImportRefused:
+    checked = result.checked
+    details = [ErrorDetail(field="body.csv", message=problem) for problem in checked.problems]
+    details += [ErrorDetail(field=f"body.csv.line.{row.line}", message=error)
+                for row in checked.rows for error in row.errors]
+    if checked.problems:
+        message = "The file cannot be imported: " + " ".join(checked.problems)
+    else:
+        message = (f"{checked.rows_with_errors} of the file's {len(checked.rows)} rows have errors (see `rows`); "
+                   "nothing was imported.")
+    error = ErrorInfo(code="import_invalid", message=message, details=details[:DETAILS_SHOWN] or None)
+    return RouterImportRefused(error=error, **result.as_dict())
+
+
+@operation(blueprint, "GET", "/routers/imports/<id:import_id>", summary="An import's progress", tag=ROUTERS,
+           scope=READ, answers=(Answer(200, "How many of the import's routers are waiting, active and failed.",
+                                       RouterImportProgress),))
+def get_router_import(caller: Caller, import_id: int) -> Reply:
+    batch = get_owned_or_404(RouterImport, import_id, caller.tenant_id)
+    progress = fleet.progress(batch)
+    return Reply(200, RouterImportProgress(
+        id=batch.id, url=url_for("api.get_router_import", import_id=batch.id, _external=True),
+        created_at=batch.created_at, created_by=batch.created_by_label, total=progress.total,
+        by_status={str(status): count for status, count in progress.by_status.items()}, waiting=progress.waiting,
+        retrying=progress.retrying, active=progress.active, finished=progress.finished,
+        failed=[ImportFailure(router_id=failed.router_id, name=failed.name, error=failed.error)
+                for failed in progress.failed]))
 
 
 # OpenVPN clients -------------------------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ def call(api: Api, method: str, path: str):
 
 
 def test_every_operation_with_an_id_answers_404_to_another_tenant(app, api: Api, other_api: Api, tenant_a_rows):
+    batch = api.post("/api/routers/import", {"csv": f"name\n{unique('a-imported').replace(' ', '-')}\n"})
+    tenant_a_rows = {**tenant_a_rows, "import_id": batch.get_json()["import_id"]}
     before = event_count(app, api.tenant_id)
     checked = set()
     for operation in WITH_IDS:
