@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from werkzeug.routing import IntegerConverter
 
-# Ids are 64-bit signed integers in both databases; a larger one in a URL is simply not there (404), never a 500.
-MAX_ID = 2**63 - 1
+# Ids are 32-bit integers on PostgreSQL (64-bit on SQLite); a larger one in a URL is simply not there (404),
+# never a 500 from the database.
+MAX_ID = 2**31 - 1
 # Far past any real page, small enough that page x page size stays a valid OFFSET.
 MAX_PAGE = 10**9
 

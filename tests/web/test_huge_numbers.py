@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 HUGE = "9223372036854775808"  # 2**63
-LARGEST = "9223372036854775807"
+LARGEST = "2147483648"  # 2**31: past what PostgreSQL ids hold
 
 
 @pytest.mark.parametrize("path", [
     f"/routers/{HUGE}", f"/routers/{HUGE}/traffic", f"/configurations/{HUGE}/download.rsc",
     f"/openvpn/clients/{HUGE}", f"/openvpn/clients/{HUGE}/download.ovpn", f"/routers/{LARGEST}",
+    f"/routers/{2**31 - 1}", f"/openvpn/clients/{2**31 - 1}",
     f"/configurations/{'9' * 40}/download.conf",
 ])
 def test_an_id_too_large_for_the_database_is_not_found(admin_client, path):
