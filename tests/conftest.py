@@ -410,3 +410,13 @@ def forget_failed_logins(app):
         redis = redis_connection()
         for key in redis.scan_iter("portal:login-failures:*"):
             redis.delete(key)
+
+
+@pytest.fixture
+def browser_page(chromium):
+    """A fresh Chromium page that accepts downloads."""
+    context = chromium.new_context(accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()

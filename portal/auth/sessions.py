@@ -11,7 +11,7 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from flask import current_app, g, has_request_context, request
+from flask import current_app
 from sqlalchemy import select, update
 
 from portal.auth.models import LoginSession
@@ -27,22 +27,17 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def start(user: User, ip: str | None) -> str:
-    """A new session for `user` (in the caller's transaction); the token for the cookie."""
+def start(user: User, ip: str | None, user_agent: str | None) -> str:
+    """A new session for `user` (in the caller's transaction); the token for the cookie. The browser's
+    User-Agent is kept (cut to 200 characters) so its owner can tell their sessions apart."""
     token = secrets.token_urlsafe(32)
-    db.session.add(LoginSession(token_hash=_hash(token), user_id=user.id, ip=ip, user_agent=_user_agent()))
+    db.session.add(LoginSession(token_hash=_hash(token), user_id=user.id, ip=ip,
+                                user_agent=(user_agent or "")[:200] or None))
     return token
 
 
-def _user_agent() -> str | None:
-    """The browser's User-Agent when signing in from a request (shown on the user's sessions page)."""
-    if not has_request_context():
-        return None
-    return request.user_agent.string[:200] or None
-
-
-def user_for(token: str | None, user_id: int) -> User | None:
-    """The user of a live session, or None; a session in use is marked as seen."""
+def user_for(token: str | None, user_id: int) -> tuple[User, int] | None:
+    """The user of a live session and the session's id, or None; a session in use is marked as seen."""
     if not token:
         return None
     config, now = current_app.config, utcnow()
@@ -56,11 +51,10 @@ def user_for(token: str | None, user_id: int) -> User | None:
     if found is None:
         return None
     user, session_id, last_seen = found
-    g.login_session_id = session_id  # what impersonation and the live layer key on
     if now - last_seen > TOUCH_EVERY:
         db.session.execute(update(LoginSession).where(LoginSession.id == session_id).values(last_seen_at=now))
         db.session.commit()  # the first statement of the request: nothing else rides on this commit
-    return user
+    return user, session_id
 
 
 def end(token: str) -> int | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from urllib.parse import urlsplit
 
-from flask import Blueprint, flash, jsonify, make_response, redirect, render_template, request, session, url_for
+from flask import Blueprint, flash, g, jsonify, make_response, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
 from portal import live
@@ -35,7 +35,11 @@ ENROLMENT_OPEN = frozenset({"auth.login", "auth.login_code", "auth.logout", "sta
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
     """The user only while the cookie's session is live on the server (logout or deactivation end it)."""
-    return first_read(lambda: sessions.user_for(session.get(SESSION_KEY), int(user_id)))
+    found = first_read(lambda: sessions.user_for(session.get(SESSION_KEY), int(user_id)))
+    if found is None:
+        return None
+    user, g.login_session_id = found  # what impersonation and the live layer key on
+    return user
 
 
 @login_manager.unauthorized_handler
@@ -93,7 +97,7 @@ def complete_login(user: User, target: str, recovery_code: bool = False):
     session.clear()  # a new session, and with it a new CSRF token
     login_user(user)
     # Names this login on the server (and its sockets, for logout).
-    session[SESSION_KEY] = sessions.start(user, request.remote_addr)
+    session[SESSION_KEY] = sessions.start(user, request.remote_addr, request.user_agent.string)
     if recovery_code:
         left = two_factor.recovery_code_used(request_actor(), user)
         flash(f"You signed in with a recovery code; {left} left. Make new ones on the two-factor page if you "

@@ -172,16 +172,15 @@ class Visit:
 
 
 def visits_to(tenant_id: int, limit: int = 20) -> list[Visit]:
-    """The tenant's latest support visits, with how many changes each made."""
+    """The tenant's latest support visits, with how many changes each made (one query for all of them)."""
     from portal.audit.models import AuditEvent
 
-    found = db.session.scalars(select(Impersonation).where(Impersonation.tenant_id == tenant_id)
-                               .order_by(Impersonation.id.desc()).limit(limit)).all()
-    visits = []
-    for visit in found:
-        changes = db.session.scalar(select(func.count()).where(
-            AuditEvent.tenant_id == tenant_id, AuditEvent.impersonator_id == visit.staff_id,
-            AuditEvent.created_at >= visit.started_at, AuditEvent.created_at <= (visit.ended_at or utcnow()),
-            AuditEvent.action.not_in(("support.impersonation_started", "support.impersonation_ended"))))
-        visits.append(Visit(visit, changes))
-    return visits
+    changes = (select(func.count()).where(
+        AuditEvent.tenant_id == tenant_id, AuditEvent.impersonator_id == Impersonation.staff_id,
+        AuditEvent.created_at >= Impersonation.started_at,
+        AuditEvent.created_at <= func.coalesce(Impersonation.ended_at, utcnow()),
+        AuditEvent.action.not_in(("support.impersonation_started", "support.impersonation_ended")))
+        .correlate(Impersonation).scalar_subquery())
+    rows = db.session.execute(select(Impersonation, changes).where(Impersonation.tenant_id == tenant_id)
+                              .order_by(Impersonation.id.desc()).limit(limit)).all()
+    return [Visit(visit, count) for visit, count in rows]

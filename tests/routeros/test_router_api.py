@@ -18,9 +18,9 @@ from portal.types import utcnow
 from portal.wireguard import drivers
 from portal.wireguard.models import Router, Status, VpnConfiguration
 from tests.conftest import add_router, csrf_token, login, post, router_id_from, run_worker, worker_process
+from tests.conftest import totp_code as fresh_code
 from tests.routeros.fake_routeros import FakeRouterOS
 from tests.routeros.simulated_hub import SimulatedHub
-from tests.support.two_factor import fresh_code
 
 PASSWORD = "router-api-password"
 

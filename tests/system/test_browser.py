@@ -15,15 +15,6 @@ from tests.conftest import run_worker, served
 pytestmark = pytest.mark.system
 
 
-@pytest.fixture
-def browser_page(chromium):
-    context = chromium.new_context(accept_downloads=True)
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()
-
-
 def test_admin_adds_a_router_sees_errors_inline_and_downloads_its_configs(app, tenant_admin, browser_page):
     page = browser_page
     with served(app) as base_url:

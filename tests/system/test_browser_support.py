@@ -10,19 +10,10 @@ import pytest
 
 from tests import vectors
 from tests.conftest import add_router, router_id_from, run_worker, served
-from tests.support.two_factor import fresh_code
+from tests.conftest import totp_code as fresh_code
 
 pytestmark = pytest.mark.system
 REASON = "Ticket 812: customer says Branch 3 is offline"
-
-
-@pytest.fixture
-def page(chromium):
-    context = chromium.new_context(accept_downloads=True)
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()
 
 
 def sign_in(page, base_url: str, email: str, code: str | None = None) -> None:
@@ -35,7 +26,9 @@ def sign_in(page, base_url: str, email: str, code: str | None = None) -> None:
         page.get_by_role("button", name="Log in").click()
 
 
-def test_support_looks_at_a_tenant_read_only_and_the_tenant_sees_the_visit(app, admin_client, support_user, page):
+def test_support_looks_at_a_tenant_read_only_and_the_tenant_sees_the_visit(app, admin_client, support_user,
+                                                                           browser_page):
+    page = browser_page
     router_id = router_id_from(add_router(admin_client, "Branch 3"))
     run_worker(app)
     with served(app) as base_url:

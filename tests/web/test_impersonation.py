@@ -20,7 +20,7 @@ from portal.tenancy.models import Impersonation, User
 from portal.types import utcnow
 from portal.wireguard.models import Router
 from tests.conftest import add_router, csrf_token, login, post, router_id_from
-from tests.support.two_factor import fresh_code
+from tests.conftest import totp_code as fresh_code
 
 REASON = "Ticket 4711: router offline since Monday"
 

@@ -29,7 +29,7 @@ from portal.openvpn.models import OpenVpnServer, Status, VpnClient
 from portal.types import utcnow
 from portal.wireguard.models import Router
 from tests.conftest import add_router, csrf_token, login, post, router_id_from, run_worker, unique
-from tests.support.two_factor import fresh_code
+from tests.conftest import totp_code as fresh_code
 from tests.web.test_mail import Inbox
 
 LANDING = re.compile(r"https?://[^/\s]+(/l/[A-Za-z0-9_-]+)")

@@ -36,7 +36,7 @@ from tests.conftest import (
     served,
     worker_process,
 )
-from tests.support.two_factor import fresh_code
+from tests.conftest import totp_code as fresh_code
 
 WAIT = 10
 
