@@ -1,4 +1,6 @@
-# The portal's web process. Workers use the same image: `docker run IMAGE python worker.py`.
+# The portal's image. Its own command is the small install: one process serving pages and Socket.IO on port 8000
+# (`docker run IMAGE`; workers: `docker run IMAGE python worker.py`). compose.yaml runs the same image as the
+# page tier, the socket tier and the workers, behind a proxy (see README, Deployment).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -26,5 +28,5 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30s \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)"
 
 # Migrations run by command before the web server starts, never inside create_app.
-# One process per node; each open page holds a thread for its WebSocket (Socket.IO, threading async mode).
-CMD ["sh", "-c", "flask db upgrade && exec gunicorn --bind 0.0.0.0:8000 --workers 1 --threads ${PORTAL_WEB_THREADS:-512} --worker-class gthread 'portal:create_app()'"]
+# One process; each open page holds a thread for its WebSocket (Socket.IO, threading async mode).
+CMD ["sh", "-c", "flask db upgrade && exec gunicorn -c python:portal.gunicorn_conf --bind 0.0.0.0:8000 --workers 1 --threads ${PORTAL_WEB_THREADS:-512} 'portal:create_app()'"]

@@ -7,8 +7,9 @@ and delivers each hint to the sockets in its room, so a hint from a worker and o
 the same way.
 
 The messages are the ones python-socketio's `PubSubManager` publishes (`emit`), plus one of ours
-(`DISCONNECT_ROOM`), which `portal.live.server.LiveRedisManager` handles. Delivery is at most once: a lost
-hint costs nothing, because pages re-fetch their fragments when they (re)connect.
+(`DISCONNECT_ROOM`), which `portal.live.server.LiveRedisManager` handles. Hints are coalesced per room and
+panel on their way (`portal.live.coalesce`): at most one per 250 ms, the last one always sent. Delivery is at
+most once: a lost hint costs nothing, because pages re-fetch their fragments when they (re)connect.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from typing import Any
 
 from flask import current_app
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from sqlalchemy import event
 
 from portal.extensions import db
+from portal.live.coalesce import Coalescer
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class Publisher:
     def __init__(self, url: str):
         self.redis = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
         self.host_id = uuid.uuid4().hex  # never equal to a web process's own id, so every process delivers
+        self.coalescer = Coalescer(self.redis, CHANNEL)
 
     def emit_message(self, event_name: str, data: dict[str, Any], room: str) -> dict[str, Any]:
         return {"method": "emit", "event": event_name, "data": [data], "binary": False, "namespace": NAMESPACE,
@@ -61,15 +64,30 @@ class Publisher:
     def disconnect_message(self, room: str) -> dict[str, Any]:
         return {"method": DISCONNECT_ROOM, "room": room, "namespace": NAMESPACE, "host_id": self.host_id}
 
+    def _send(self, messages: list[dict[str, Any]]) -> None:
+        pipeline = self.redis.pipeline(transaction=False)
+        for message in messages:
+            encoded = json.dumps(message, separators=(",", ":"))
+            if message["method"] == "emit":
+                self.coalescer.add(pipeline, encoded, message["room"], message["event"], message["data"][0].get("kind"))
+            else:
+                pipeline.publish(CHANNEL, encoded)
+        results = pipeline.execute(raise_on_error=False)
+        unknown = [message for message, result in zip(messages, results, strict=True)
+                   if isinstance(result, NoScriptError)]
+        if unknown:  # Redis restarted since the script was loaded
+            self.coalescer.load()
+            self._send(unknown)
+        for result in results:
+            if isinstance(result, RedisError) and not isinstance(result, NoScriptError):
+                raise result
+
     def publish(self, messages: list[dict[str, Any]]) -> bool:
         """True if Redis took them all; a failure is logged, never raised (these are hints)."""
         if not messages:
             return True
         try:
-            pipeline = self.redis.pipeline(transaction=False)
-            for message in messages:
-                pipeline.publish(CHANNEL, json.dumps(message, separators=(",", ":")))
-            pipeline.execute()
+            self._send(messages)
             return True
         except RedisError as error:
             log.warning("live: %d hint(s) not published, Redis unavailable: %s", len(messages), error)
@@ -108,7 +126,7 @@ def queue_disconnect(room: str) -> None:
 
 
 def emit_now(event_name: str, room: str, payload: dict[str, Any]) -> bool:
-    """Send one hint at once, outside any transaction (tests, benchmarks, commands)."""
+    """Send one hint now, outside any transaction (tests, benchmarks, commands), coalesced like the others."""
     found = publisher()
     if found is None:
         return False

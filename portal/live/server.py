@@ -9,6 +9,8 @@
 - The web process listens on the Redis message queue (`LiveRedisManager`). While it cannot, it is not
   live: it disconnects its sockets and refuses new ones with "unavailable"; the page shows
   "reconnecting", retries with backoff, and re-fetches its fragments once it is back.
+- It also sends the trailing hints of coalescing windows that have ended (`portal.live.coalesce.Flusher`).
+  Both start with the first socket, so a process that only serves pages (the page tier) runs neither.
 
 Async mode is threading (one thread per WebSocket, simple-websocket), under Werkzeug for `make run` and
 tests and gunicorn's gthread worker in production; eventlet is not used.
@@ -25,6 +27,7 @@ from flask_login import current_user
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 from socketio import RedisManager
 
+from portal.live.coalesce import Flusher
 from portal.live.emit import (
     CHANNEL,
     DISCONNECT_ROOM,
@@ -55,6 +58,10 @@ class LiveRedisManager(RedisManager):
         super().__init__(url, channel=CHANNEL, redis_options={"socket_connect_timeout": 2,
                                                                "socket_keepalive": True})
         self.listening = threading.Event()
+
+    def initialize(self):  # python-socketio calls this at the first connect
+        super().initialize()
+        self.server.start_background_task(Flusher(self.redis_url, self.channel).run_forever)
 
     def wait_listening(self, timeout: float) -> bool:
         return self.listening.wait(timeout)

@@ -1,12 +1,14 @@
 """The deployment files: compose.yaml has what an operator needs, and the commands it and the Dockerfile run
 are the ones tested here. (Docker cannot run on CI's machine: the container's own command runs here as a
-process instead, against a fresh database, and must answer /healthz and /readyz.)"""
+process instead, against a fresh database, and must answer /healthz and /readyz; compose's two web tiers
+behind its proxy run in tests/system/test_web_tier.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -26,29 +28,71 @@ def compose() -> dict:
     return yaml.safe_load((ROOT / "compose.yaml").read_text())
 
 
+def tier_command(service: str) -> list[str]:
+    """The gunicorn command line of a compose service (after the migrations, for web)."""
+    command = compose()["services"][service]["command"]
+    if command[:2] == ["sh", "-c"]:
+        command = shlex.split(command[2].split("&& exec ", 1)[1])
+    return command
+
+
 def dockerfile_cmd() -> list[str]:
     [line] = [line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD ")]
     return json.loads(line.removeprefix("CMD "))
 
 
-def test_compose_runs_web_worker_postgres_and_redis_with_health_checks_and_a_volume():
+def test_compose_runs_the_proxy_both_web_tiers_workers_postgres_and_redis_with_health_checks_and_volumes():
     services = compose()["services"]
-    assert set(services) == {"web", "worker", "postgres", "redis"}
-    for name in ("web", "postgres", "redis"):
+    assert set(services) == {"proxy", "web", "live", "worker", "postgres", "redis"}
+    for name in ("web", "live", "postgres", "redis"):
         assert services[name]["healthcheck"]["test"][0] == "CMD", name
     assert services["worker"]["command"] == ["python", "worker.py"] and (ROOT / "worker.py").exists()
-    assert "command" not in services["web"]  # the image's own command, tested below
     assert "postgres-data:/var/lib/postgresql/data" in services["postgres"]["volumes"]
-    for name in ("web", "worker"):
+    for name in ("web", "live", "worker"):
         assert services[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+        assert services[name]["depends_on"]["redis"] == {"condition": "service_healthy"}
+    assert services["live"]["depends_on"]["web"] == {"condition": "service_healthy"}  # migrated first
+
+
+def test_compose_serves_one_origin_pages_from_several_processes_and_socket_io_from_one():
+    services = compose()["services"]
+    web, live = tier_command("web"), tier_command("live")
+    assert web[-1] == "portal.live.tiers:page_tier()" and "--workers" not in web  # 2 x cores + 1
+    assert live[-1] == "portal.live.tiers:socket_tier()" and live[live.index("--workers") + 1] == "1"
+    for command in (web, live):
+        assert command[:3] == ["gunicorn", "-c", "python:portal.gunicorn_conf"]
+    proxy = services["proxy"]
+    assert services["web"]["command"][2].startswith("flask db upgrade && exec gunicorn")
+    assert "./deploy/Caddyfile:/etc/caddy/Caddyfile:ro" in proxy["volumes"] and (ROOT / "deploy/Caddyfile").exists()
+    assert set(proxy["depends_on"]) == {"web", "live"}
+    assert "ports" not in services["web"] and "ports" not in services["live"]  # reached through the proxy only
+    caddyfile = (ROOT / "deploy/Caddyfile").read_text()
+    assert re.search(r"^\s*reverse_proxy /socket\.io/\* \{\$PORTAL_LIVE_UPSTREAM:live:8000\}$", caddyfile, re.M)
+    assert re.search(r"^\s*reverse_proxy \{\$PORTAL_WEB_UPSTREAM:web:8000\}$", caddyfile, re.M)
+
+
+def test_the_page_tier_runs_two_processes_per_core_and_one_more_unless_told():
+    def printed(*args: str, env: dict | None = None) -> dict[str, str]:
+        output = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "python:portal.gunicorn_conf", *args,
+                                 "--print-config", "portal.live.tiers:page_tier()"], cwd=ROOT, check=True,
+                                env={**os.environ, **(env or {})}, capture_output=True, text=True).stdout
+        return dict(re.findall(r"^(\w+)\s+= (.*)$", output, re.M))
+
+    cores = len(os.sched_getaffinity(0))
+    default = printed(env={"PORTAL_WEB_WORKERS": "", "PORTAL_WEB_THREADS": ""})
+    assert (default["workers"], default["threads"], default["worker_class"]) == (str(2 * cores + 1), "4", "gthread")
+    told = printed(env={"PORTAL_WEB_WORKERS": "3", "PORTAL_WEB_THREADS": "8"})
+    assert (told["workers"], told["threads"]) == ("3", "8")
+    assert printed("--workers", "1", env={"PORTAL_WEB_WORKERS": "3"})["workers"] == "1"  # the command line wins
 
 
 def test_compose_sets_only_settings_the_portal_knows_and_takes_secrets_from_the_environment():
-    environment = compose()["services"]["web"]["environment"]
-    unknown = {key for key in environment if key.removeprefix("PORTAL_") not in SETTINGS}
-    assert unknown == set()
-    for secret in ("PORTAL_SECRET_KEY", "PORTAL_ENCRYPTION_KEYS"):
-        assert re.fullmatch(r"\$\{\w+:\?.+\}", environment[secret]), secret  # required, never a default
+    for service in ("web", "live", "worker"):
+        environment = compose()["services"][service]["environment"]
+        unknown = {key for key in environment if key.removeprefix("PORTAL_") not in SETTINGS}
+        assert unknown == set()
+        for secret in ("PORTAL_SECRET_KEY", "PORTAL_ENCRYPTION_KEYS"):
+            assert re.fullmatch(r"\$\{\w+:\?.+\}", environment[secret]), secret  # required, never a default
 
 
 def test_the_image_runs_as_a_user_and_checks_its_health():
@@ -85,6 +129,6 @@ def _first_answer(url: str, server: subprocess.Popen, timeout: float = 60.0) -> 
         assert server.poll() is None, server.stderr.read().decode()[-2000:]
         try:
             return requests.get(url, timeout=2)
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still starting its workers
             time.sleep(0.2)
     raise AssertionError(f"nothing answered on {url} within {timeout:g} s")
