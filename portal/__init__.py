@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, g, jsonify, make_response, render_template, request
+from flask import Flask, abort, g, jsonify, make_response, render_template, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import event
@@ -127,6 +127,7 @@ def _register_request_hooks(app: Flask) -> None:
         incoming = request.headers.get("X-Request-ID", "") if app.config["PORTAL_TRUSTED_PROXIES"] else ""
         g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
 
+    app.before_request(refuse_nul_characters)
     app.before_request(load_impersonation)
     app.teardown_appcontext(lambda _error: discard_session())
 
@@ -142,6 +143,16 @@ def _register_request_hooks(app: Flask) -> None:
         if response.mimetype == "text/html" and current_user.is_authenticated:
             response.headers.setdefault("Cache-Control", "private, no-store")  # a signed-in page: never cached
         return response
+
+
+def refuse_nul_characters() -> None:
+    """No search or filter anyone types holds a NUL, and PostgreSQL cannot compare one: a page's query string
+    with one is refused at the door, before a search turns it into a database error. (Forms check their own
+    fields, next to the field; the API answers 422 with the field.)"""
+    from portal.api.errors import is_api_request
+
+    if not is_api_request() and any("\x00" in value for value in request.args.values()):
+        abort(400, description="The address holds a NUL character (%00), which no search or filter accepts.")
 
 
 def discard_session() -> None:

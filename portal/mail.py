@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import smtplib
 import ssl
@@ -35,6 +36,14 @@ class MailError(DomainError):
     """The e-mail could not be sent now (the server did not answer or refused it). Worth trying again later."""
 
     code = "mail_unavailable"
+
+
+# An address as people type it: one @, a dot in the domain, no spaces or control characters, 254 at most.
+ADDRESS = re.compile(r"[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+")
+
+
+def is_address(text: str) -> bool:
+    return len(text) <= 254 and ADDRESS.fullmatch(text) is not None
 
 
 def outbox_dir() -> Path:

@@ -1,10 +1,12 @@
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, StringField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, Length, Regexp
 
 
 class LoginForm(FlaskForm):
-    email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
+    email = EmailField("E-mail", validators=[
+        DataRequired(), Length(max=254),
+        Regexp(r"^[^\x00-\x1f\x7f]*$", message="No address holds control characters.")])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
 
 

@@ -90,6 +90,8 @@ def login():
         else:
             form.form_errors.append("That e-mail and password do not match an active account.")
             status = 401
+    elif form.errors:
+        status = 422
     return with_retry_after(make_response(render_template("auth/login.html", form=form), status), retry_after)
 
 

@@ -2,88 +2,22 @@
 run against a `tests.routeros.fake_routeros.RouterState`: what `/import` would do on a router.
 
 The subset: `#` comment lines; commands `/menu words verb key=value ...` (verbs add, set, remove, find, move);
-values bare, double-quoted (with RouterOS escapes: `\\\\ \\" \\$ \\? \\n \\r \\t` and `\\HH`), or a `[...]`
-expression; `find where key=value key~"regex"` (and `and` between them); `:len`, `:pick LIST N`; and
-`:if (A > B) do={...} else={...}`. Anything else is a ScriptError, so a script that leaves the subset fails the
-test instead of being read wrongly. An unescaped `$` in a string (variable substitution on a router) is an error too.
+values bare, double-quoted or a `[...]` expression, read by `tests.routeros.rsc_tokenizer` (which refuses an
+unescaped `$` in a string: variable substitution on a router); `find where key=value key~"regex"` (and `and`
+between them); `:len`, `:pick LIST N`; and `:if (A > B) do={...} else={...}`. Anything else is a ScriptError, so
+a script that leaves the subset fails the test instead of being read wrongly.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from tests.routeros.fake_routeros import RouterState
+from tests.routeros.rsc_tokenizer import ScriptError, Token, tokenize
+
+__all__ = ["ScriptError", "run_script"]
 
 VERBS = ("add", "set", "remove", "find", "move", "print")
-ESCAPES = {"\\": "\\", '"': '"', "$": "$", "?": "?", "n": "\n", "r": "\r", "t": "\t", "_": " "}
-PUNCTUATION = "[]{}()"
-
-
-class ScriptError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class Token:
-    kind: str  # word, string, punct, end (end of statement)
-    text: str
-    glued: bool = False  # no space between it and the token before
-
-
-def tokenize(text: str) -> list[Token]:
-    tokens: list[Token] = []
-    i, glued, statement_start = 0, False, True
-    while i < len(text):
-        char = text[i]
-        if char in "\n;":
-            tokens.append(Token("end", char))
-            i, glued, statement_start = i + 1, False, True
-        elif char in " \t\r":
-            i, glued = i + 1, False
-        elif char == "#" and statement_start:
-            while i < len(text) and text[i] != "\n":
-                i += 1
-        elif char == '"':
-            value, i = _string(text, i + 1)
-            tokens.append(Token("string", value, glued))
-            glued, statement_start = True, False
-        elif char in PUNCTUATION:
-            tokens.append(Token("punct", char, glued))
-            i, glued = i + 1, True
-            statement_start = char in "{"
-        else:
-            start = i
-            while i < len(text) and text[i] not in ' \t\r\n;"' + PUNCTUATION:
-                i += 1
-            tokens.append(Token("word", text[start:i], glued))
-            glued, statement_start = True, False
-    return tokens
-
-
-def _string(text: str, i: int) -> tuple[str, int]:
-    out = bytearray()
-    while True:
-        if i >= len(text):
-            raise ScriptError("unterminated string")
-        char = text[i]
-        if char == '"':
-            return out.decode("utf-8"), i + 1
-        if char == "$":
-            raise ScriptError("unescaped $ in a string: RouterOS would substitute a variable")
-        if char == "\\":
-            following = text[i + 1:i + 3]
-            if following[:1] in ESCAPES:
-                out += ESCAPES[following[:1]].encode()
-                i += 2
-            elif re.fullmatch(r"[0-9A-F]{2}", following):
-                out.append(int(following, 16))
-                i += 3
-            else:
-                raise ScriptError(f"unknown escape \\{following[:1]}")
-            continue
-        out += char.encode("utf-8")
-        i += 1
 
 
 class Reader:
