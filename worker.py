@@ -3,8 +3,8 @@
 The app is built once; every job runs inside its own app context in this process (no fork per job). Each
 worker also runs the periodic work in threads of its own, each piece once per interval across the fleet:
 the sweep (due work that no job is doing, every PORTAL_SWEEP_INTERVAL seconds), hub and server monitoring
-(PORTAL_MONITOR_INTERVAL), reconciliation with the hubs (PORTAL_RECONCILE_INTERVAL), and ending support
-visits that ran out of time.
+(PORTAL_MONITOR_INTERVAL), reconciliation with the hubs (PORTAL_RECONCILE_INTERVAL), ending support
+visits that ran out of time, and a sample of each tenant's routers online (PORTAL_TRAFFIC_SAMPLE_INTERVAL).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from portal import create_app
+from portal.dashboard import jobs as dashboard_jobs
 from portal.jobs.worker import Periodic, run
 from portal.openvpn import jobs as openvpn_jobs
 from portal.routeros import jobs as routeros_jobs
@@ -29,6 +30,8 @@ PERIODIC = (
     # RouterOS API: pushes whose next step is due (a handshake to look for, a retry); each router's facts.
     Periodic(routeros_jobs.sweep, "PORTAL_SWEEP_INTERVAL"),
     Periodic(routeros_jobs.poll_routers, "PORTAL_ROUTER_FACTS_INTERVAL"),
+    # Each tenant's routers online, for the dashboard's chart: a sample per traffic sample interval.
+    Periodic(dashboard_jobs.sample_fleets, "PORTAL_TRAFFIC_SAMPLE_INTERVAL"),
 )
 
 

@@ -42,8 +42,10 @@ def wireguard_file(actor: Actor, configuration, kind: str) -> File:
 
     if kind not in WIREGUARD_KINDS:
         raise ValueError(f"no such download: {kind}")
-    if configuration.status == Status.REVOKED:
-        raise NotDownloadable("A revoked configuration cannot be downloaded.")
+    if not configuration.downloadable:
+        raise NotDownloadable("A revoked configuration cannot be downloaded." if configuration.status == Status.REVOKED
+                              else "Only an active configuration can be downloaded: this one is "
+                                   f"{configuration.status}.")
     renderer = render_rsc if kind == "rsc" else render_conf
     body = renderer(service.peer_config(configuration))
     service.record_download(actor, configuration, kind)

@@ -7,6 +7,21 @@ document.addEventListener("htmx:afterSwap", (event) => {
   if (invalid) invalid.focus();
 });
 
+// A table wider than its .table-scroll wrapper scrolls inside it (a bare table on a phone scrolls itself); the
+// scroller then takes the keyboard focus, so the arrow keys scroll it too, and only then: nothing to scroll, no
+// extra tab stop.
+(() => {
+  function focusableWhenScrolling() {
+    document.querySelectorAll(".table-scroll, main table").forEach((scroller) => {
+      if (scroller.scrollWidth > scroller.clientWidth) scroller.tabIndex = 0;
+      else scroller.removeAttribute("tabindex");
+    });
+  }
+  document.addEventListener("DOMContentLoaded", focusableWhenScrolling);
+  document.addEventListener("htmx:afterSettle", focusableWhenScrolling);
+  window.addEventListener("resize", focusableWhenScrolling);
+})();
+
 // Live panels. Socket.IO events are hints (DESIGN.md rule 7): an event says what changed, and every panel
 // that cares (data-live="status monitor", optionally data-live-match='{"router_id": 7}') is fetched again
 // from its own endpoint (data-live-src) and swapped in by htmx. On every (re)connect every panel is
@@ -56,7 +71,9 @@ document.addEventListener("htmx:afterSwap", (event) => {
     if (!panel.dataset.liveMatch) return true;
     try {
       const wantedFields = JSON.parse(panel.dataset.liveMatch);
-      return Object.keys(wantedFields).every((key) => payload && payload[key] === wantedFields[key]);
+      // A coalesced hint stands for several rows: `mixed` names the fields whose values differed among them.
+      const mixed = (payload && payload.mixed) || [];
+      return Object.keys(wantedFields).every((key) => mixed.includes(key) || (payload && payload[key] === wantedFields[key]));
     } catch (error) {
       return false;
     }

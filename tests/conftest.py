@@ -420,3 +420,12 @@ def browser_page(chromium):
     page.set_default_timeout(15_000)
     yield page
     context.close()
+
+
+def sign_in(page, base_url: str, email: str, path: str = "/routers") -> None:
+    """Sign a tenant admin in through the login form that `path` leads to, and wait until `path` is shown."""
+    page.goto(f"{base_url}{path}")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(vectors.PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{base_url}{path}")

@@ -12,7 +12,6 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from portal.api import present, queries, reference
-from portal.api import routers as router_changes
 from portal.api.auth import Caller
 from portal.api.errors import ApiError, response_for
 from portal.api.models import Scope
@@ -248,7 +247,7 @@ def get_router(caller: Caller, router_id: int) -> Reply:
            answers=(Answer(200, "The router as it is now.", Router),))
 def update_router(caller: Caller, router_id: int, body: RouterChanges) -> Reply:
     """Renaming changes nothing on the hub; later downloads carry the new name."""
-    router = router_changes.update_router(caller.actor(), _router(caller, router_id), name=body.name, note=body.note)
+    router = wireguard.update_router(caller.actor(), _router(caller, router_id), name=body.name, note=body.note)
     return Reply(200, present.router(router))
 
 

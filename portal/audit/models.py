@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Integer, String
+from sqlalchemy import JSON, BigInteger, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.extensions import db
@@ -18,13 +18,23 @@ class AuditEvent(db.Model):
     """One audited action. Rows are never updated or deleted (triggers enforce it)."""
 
     __tablename__ = "audit_events"
+    # A page of the log is newest first within one tenant, so the filter indexes end in id: a filtered page is
+    # one index range read backwards, and a history of a few targets reads only their events. The time index
+    # turns a time range into an id range (`portal.audit.service._first_id_at`).
+    __table_args__ = (
+        Index("ix_audit_events_tenant_id_id", "tenant_id", "id"),
+        Index("ix_audit_events_tenant_target", "tenant_id", "target_type", "target_id", "id"),
+        Index("ix_audit_events_tenant_action", "tenant_id", "action", "id"),
+        Index("ix_audit_events_tenant_actor", "tenant_id", "actor_label", "id"),
+        Index("ix_audit_events_tenant_created", "tenant_id", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     actor_id: Mapped[int | None]
     actor_label: Mapped[str] = mapped_column(String(254))
     impersonator_id: Mapped[int | None]
-    tenant_id: Mapped[int | None] = mapped_column(index=True)
+    tenant_id: Mapped[int | None]
     action: Mapped[str] = mapped_column(String(80))
     target_type: Mapped[str | None] = mapped_column(String(40))
     target_id: Mapped[int | None]

@@ -1,4 +1,4 @@
-"""Writing and verifying the audit log.
+"""Writing, reading and verifying the audit log.
 
 Every event is written in the caller's transaction, so it commits or rolls back with the change it
 records. Each event's hash covers its fields and the previous event's hash; appending locks the head
@@ -11,14 +11,14 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, text
 
 from portal import live
 from portal.audit.models import GENESIS_HASH, AuditEvent, AuditHead
 from portal.extensions import db
-from portal.pagination import paginate
 from portal.types import utcnow
 
 SECRET_WORDS = ("private", "preshared", "password", "secret", "token")
@@ -170,12 +170,142 @@ def _events_in_order(batch_size: int) -> Iterator[AuditEvent]:
         db.session.expunge_all()
 
 
-def events_for(tenant_id: int, *, targets: Sequence[db.Model] = (), page: int = 1, per_page: int = 50):
-    """A page of the tenant's events, newest first; only those about `targets` when given."""
-    query = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id)
-    if targets:
-        query = query.where(or_(*(
-            and_(AuditEvent.target_type == target.__tablename__, AuditEvent.target_id == target.id)
-            for target in targets
-        )))
-    return paginate(query.order_by(AuditEvent.id.desc()), page=page, per_page=per_page)
+@dataclass(frozen=True)
+class EventFilter:
+    """Which of a tenant's events to show: all of them when nothing is set. `targets` pairs a target type
+    (a table name) with ids; `since` is inclusive, `until` exclusive."""
+
+    actor: str | None = None
+    action: str | None = None
+    target_type: str | None = None
+    targets: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @classmethod
+    def about(cls, rows: Sequence[db.Model]) -> EventFilter:
+        """The events about these rows."""
+        ids: dict[str, list[int]] = {}
+        for row in rows:
+            ids.setdefault(row.__tablename__, []).append(row.id)
+        return cls(targets=tuple((kind, tuple(found)) for kind, found in ids.items()))
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """Newest first. The cursors are event ids: `?before=` the last one for older events, `?after=` the first
+    one for newer ones, so a page stays put however many events arrive meanwhile."""
+
+    items: list[AuditEvent]
+    has_older: bool
+    has_newer: bool
+
+    @property
+    def older_cursor(self) -> int | None:
+        return self.items[-1].id if self.items else None
+
+    @property
+    def newer_cursor(self) -> int | None:
+        return self.items[0].id if self.items else None
+
+
+def events_for(tenant_id: int, *, targets: Sequence[db.Model] = (), per_page: int = 50,
+               filters: EventFilter | None = None, before: int | None = None, after: int | None = None) -> EventPage:
+    """A page of the tenant's events, newest first; only those about `targets` (or matching `filters`) when
+    given. Never counts: each page reads at most `per_page + 1` events through an index, and one more to
+    know whether there are events on the other side of the cursor."""
+    filters = filters or EventFilter.about(targets)
+    conditions = _conditions(tenant_id, filters)
+    if conditions is None:
+        return EventPage([], has_older=False, has_newer=False)
+    query = select(AuditEvent).where(*conditions)
+    if after is not None:
+        rows = db.session.scalars(query.where(AuditEvent.id > after).order_by(AuditEvent.id).limit(per_page + 1)).all()
+        items = list(reversed(rows[:per_page]))
+        oldest = items[-1].id if items else after + 1
+        return EventPage(items, has_older=_any(conditions, AuditEvent.id < oldest), has_newer=len(rows) > per_page)
+    if before is not None:
+        query = query.where(AuditEvent.id < before)
+    rows = db.session.scalars(query.order_by(AuditEvent.id.desc()).limit(per_page + 1)).all()
+    items = list(rows[:per_page])
+    newest = items[0].id if items else (before or 0) - 1
+    has_newer = before is not None and _any(conditions, AuditEvent.id > newest)
+    return EventPage(items, has_older=len(rows) > per_page, has_newer=has_newer)
+
+
+def matching_events(tenant_id: int, filters: EventFilter, batch_size: int = 500) -> Iterator[list[AuditEvent]]:
+    """Every event matching `filters`, oldest first, in batches (each read by keyset, then let go)."""
+    conditions = _conditions(tenant_id, filters)
+    if conditions is None:
+        return
+    after = 0
+    while True:
+        batch = db.session.scalars(select(AuditEvent).where(*conditions, AuditEvent.id > after)
+                                   .order_by(AuditEvent.id).limit(batch_size)).all()
+        if not batch:
+            return
+        yield list(batch)
+        after = batch[-1].id
+        db.session.expunge_all()
+
+
+def _conditions(tenant_id: int, filters: EventFilter) -> list | None:
+    """The WHERE clause of `filters`, or None when no event can match (the time range holds none)."""
+    conditions = [AuditEvent.tenant_id == tenant_id]
+    if filters.actor:
+        conditions.append(AuditEvent.actor_label == filters.actor)
+    if filters.action:
+        conditions.append(AuditEvent.action == filters.action)
+    if filters.target_type:
+        conditions.append(AuditEvent.target_type == filters.target_type)
+    if filters.targets:
+        conditions.append(or_(*(and_(AuditEvent.target_type == kind, AuditEvent.target_id.in_(ids))
+                                for kind, ids in filters.targets)))
+    if filters.since is not None:
+        first = _first_id_at(tenant_id, filters.since)
+        if first is None:
+            return None
+        conditions += [AuditEvent.created_at >= filters.since, AuditEvent.id >= first]
+    if filters.until is not None:
+        beyond = _first_id_at(tenant_id, filters.until)
+        conditions.append(AuditEvent.created_at < filters.until)
+        if beyond is not None:
+            conditions.append(AuditEvent.id < beyond)
+    return conditions
+
+
+def _first_id_at(tenant_id: int, moment: datetime) -> int | None:
+    """The id of the tenant's first event at or after `moment`.
+
+    Ids and times are both given under the head lock, so id order is time order, and a time range is also an
+    id range: the planner then reads the range of the index it picks (by action, by actor, or all) instead of
+    walking every newer event to reach an old day.
+    """
+    return db.session.scalar(select(AuditEvent.id).where(AuditEvent.tenant_id == tenant_id,
+                                                         AuditEvent.created_at >= moment)
+                             .order_by(AuditEvent.created_at, AuditEvent.id).limit(1))
+
+
+def _any(conditions: list, *more) -> bool:
+    return db.session.scalar(select(AuditEvent.id).where(*conditions, *more).limit(1)) is not None
+
+
+def _distinct(column, tenant_id: int) -> list[str]:
+    """The distinct values of an indexed (tenant_id, column, ...) column, one index seek per value (a loose
+    index scan), so the list costs the same at 100 events or 100,000."""
+    name = column.key
+    return list(db.session.scalars(text(f"""
+        WITH RECURSIVE seen(value) AS (
+            SELECT min({name}) FROM audit_events WHERE tenant_id = :tenant
+            UNION ALL
+            SELECT (SELECT min({name}) FROM audit_events WHERE tenant_id = :tenant AND {name} > seen.value)
+            FROM seen WHERE seen.value IS NOT NULL)
+        SELECT value FROM seen WHERE value IS NOT NULL"""), {"tenant": tenant_id}))
+
+
+def actions_seen(tenant_id: int) -> list[str]:
+    return _distinct(AuditEvent.action, tenant_id)
+
+
+def actors_seen(tenant_id: int) -> list[str]:
+    return _distinct(AuditEvent.actor_label, tenant_id)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 
+from portal.dashboard.models import FleetSample
 from portal.extensions import db
 from portal.openvpn.models import Status as ClientStatus
 from portal.openvpn.models import VpnClient
+from portal.wireguard.charts import FleetChart, FleetPoint, fleet_chart
 from portal.wireguard.models import ONLINE_WITHIN, Hub, Router, Status, VpnConfiguration
+
+HISTORY = timedelta(days=1)  # the span of the routers-online chart
 
 
 @dataclass(frozen=True)
@@ -24,17 +28,52 @@ class Fleet:
 
 
 def fleet(tenant_id: int, now: datetime) -> Fleet:
+    """The tenant's counts; its live configurations are read once, counted per status and for online."""
     routers = db.session.scalar(select(func.count()).select_from(Router).where(Router.tenant_id == tenant_id))
-    by_status = dict(db.session.execute(
-        select(VpnConfiguration.status, func.count()).where(VpnConfiguration.tenant_id == tenant_id,
-                                                            VpnConfiguration.status != Status.REVOKED)
-        .group_by(VpnConfiguration.status)).all())
-    monitored = (select(func.count()).select_from(VpnConfiguration).join(Hub, Hub.id == VpnConfiguration.hub_id)
-                 .where(VpnConfiguration.tenant_id == tenant_id, VpnConfiguration.status == Status.ACTIVE,
-                        Hub.driver != "none"))
-    online = monitored.where(VpnConfiguration.last_handshake_at >= now - ONLINE_WITHIN)
+    rows = db.session.execute(
+        select(VpnConfiguration.status, func.count(), *_monitored_and_online(now))
+        .join(Hub, Hub.id == VpnConfiguration.hub_id)
+        .where(VpnConfiguration.tenant_id == tenant_id, VpnConfiguration.status != Status.REVOKED)
+        .group_by(VpnConfiguration.status)).all()
     clients_active, clients_connected = db.session.execute(
         select(func.count(), func.count().filter(VpnClient.connected.is_(True)))
         .where(VpnClient.tenant_id == tenant_id, VpnClient.status == ClientStatus.ACTIVE)).one()
-    return Fleet(routers=routers, online=db.session.scalar(online), monitored=db.session.scalar(monitored),
-                 by_status=by_status, clients_active=clients_active, clients_connected=clients_connected)
+    return Fleet(routers=routers, online=sum(row[3] for row in rows), monitored=sum(row[2] for row in rows),
+                 by_status={status: count for status, count, *_ in rows}, clients_active=clients_active,
+                 clients_connected=clients_connected)
+
+
+def _monitored_and_online(now: datetime) -> tuple:
+    """Count columns over configurations joined to their hub: active on a managed hub, and of those the ones
+    with a handshake within ONLINE_WITHIN."""
+    monitored = and_(VpnConfiguration.status == Status.ACTIVE, Hub.driver != "none")
+    return (func.count().filter(monitored),
+            func.count().filter(monitored, VpnConfiguration.last_handshake_at >= now - ONLINE_WITHIN))
+
+
+def live_configurations(tenant_id: int) -> int:
+    """Configurations that hold an address (every status but revoked)."""
+    return db.session.scalar(select(func.count()).select_from(VpnConfiguration).where(
+        VpnConfiguration.tenant_id == tenant_id, VpnConfiguration.status != Status.REVOKED))
+
+
+def online_history(tenant_id: int, now: datetime) -> FleetChart:
+    """The tenant's routers online over the last day, from the fleet samples the worker stores."""
+    rows = db.session.execute(
+        select(FleetSample.taken_at, FleetSample.online, FleetSample.monitored)
+        .where(FleetSample.tenant_id == tenant_id, FleetSample.taken_at >= now - HISTORY)
+        .order_by(FleetSample.taken_at)).all()
+    return fleet_chart("last day", [FleetPoint(*row) for row in rows], now, HISTORY)
+
+
+def sample_fleets(now: datetime) -> int:
+    """Store every tenant's routers online and monitored now (tenants with live configurations); return how
+    many samples were stored."""
+    counts = db.session.execute(
+        select(VpnConfiguration.tenant_id, *_monitored_and_online(now))
+        .join(Hub, Hub.id == VpnConfiguration.hub_id)
+        .where(VpnConfiguration.status != Status.REVOKED)
+        .group_by(VpnConfiguration.tenant_id)).all()
+    db.session.add_all(FleetSample(tenant_id=tenant_id, taken_at=now, online=online, monitored=monitored)
+                       for tenant_id, monitored, online in counts)
+    return len(counts)

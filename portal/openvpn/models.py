@@ -121,6 +121,7 @@ class VpnClient(Lifecycle, db.Model):
         Index(UNIQUE_NAME_INDEX, "tenant_id", func.lower(text("name")), unique=True),
         Index(UNIQUE_COMMON_NAME_INDEX, "server_id", func.lower(text("common_name")), unique=True),
         Index("ix_vpn_clients_status_updated", "status", "updated_at"),
+        Index("ix_vpn_clients_tenant_created", "tenant_id", "created_at", "id"),  # the clients list, newest first
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

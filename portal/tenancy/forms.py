@@ -12,6 +12,10 @@ class TenantForm(FlaskForm):
     name = StringField("Tenant name", validators=[DataRequired(), Length(max=80)])
 
 
+class TenantRemoveForm(FlaskForm):
+    confirm_name = StringField("Type the tenant's name to confirm", filters=[strip], validators=[DataRequired()])
+
+
 class TenantInviteForm(FlaskForm):
     """A tenant admin invites another admin of their own tenant."""
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import ForeignKey, Table, delete, func, select
 from sqlalchemy.orm import selectinload
 
 from portal import live, mail
@@ -21,23 +21,110 @@ from portal.auth.models import AccountToken, LoginSession, TokenPurpose
 from portal.auth.service import check_password_strength, hash_password
 from portal.errors import Conflict, DomainError, FieldError
 from portal.extensions import db
-from portal.tenancy.models import Role, Tenant, User
+from portal.tenancy.models import Impersonation, Role, Tenant, User
 
 TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 .&'_-]{0,79}")
-EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
 
 
 def create_tenant(actor: Actor, name: str) -> Tenant:
-    name = name.strip()
-    if not TENANT_NAME.fullmatch(name):
-        raise DomainError("Tenant names are 1 to 80 letters, digits, spaces and . & ' _ -")
-    if db.session.scalar(select(func.count()).where(func.lower(Tenant.name) == name.lower())):
-        raise Conflict(f"A tenant named {name!r} exists already.")
-    tenant = Tenant(name=name)
+    tenant = Tenant(name=_tenant_name(name))
     db.session.add(tenant)
     db.session.flush()
-    record("tenant.created", actor, tenant_id=tenant.id, target=tenant, details={"name": name})
+    record("tenant.created", actor, tenant_id=tenant.id, target=tenant, details={"name": tenant.name})
     return tenant
+
+
+def rename_tenant(actor: Actor, tenant: Tenant, name: str) -> Tenant:
+    """A new name (unique regardless of case); the tenant's admins see the change in its audit log."""
+    name, before = _tenant_name(name, keep=tenant), tenant.name
+    if name != before:
+        tenant.name = name
+        record("tenant.renamed", actor, tenant_id=tenant.id, target=tenant, details={"before": before, "after": name})
+    return tenant
+
+
+def _tenant_name(name: str, keep: Tenant | None = None) -> str:
+    """`name` cleaned and checked: the rule, and no other tenant's name (`keep` may keep its own)."""
+    name = (name or "").strip()
+    if not TENANT_NAME.fullmatch(name):
+        raise FieldError("name", "Tenant names are 1 to 80 letters, digits, spaces and . & ' _ -")
+    taken = db.session.scalar(select(Tenant.id).where(func.lower(Tenant.name) == name.lower()))
+    if taken is not None and (keep is None or taken != keep.id):
+        raise Conflict(f"A tenant named {name!r} exists already.")
+    return name
+
+
+LISTED_NAMES = 10  # in a refusal, the names of what is still live
+
+
+def removal_blockers(tenant_id: int) -> list[str]:
+    """Why the tenant cannot be removed yet: its configurations and clients that are not revoked (their peers and
+    certificates live on hubs and servers, which only a revocation cleans up). Empty when it can be."""
+    from portal.openvpn.models import VpnClient
+    from portal.wireguard.models import Router, VpnConfiguration
+
+    routers = db.session.scalars(select(Router.name).join(VpnConfiguration, VpnConfiguration.router_id == Router.id)
+                                 .where(Router.tenant_id == tenant_id, VpnConfiguration.status != "revoked")
+                                 .order_by(func.lower(Router.name))).all()
+    clients = db.session.scalars(select(VpnClient.name).where(VpnClient.tenant_id == tenant_id,
+                                                             VpnClient.status != "revoked")
+                                 .order_by(func.lower(VpnClient.name))).all()
+    return [f"{_count(len(names), what)} not revoked: {_listed(names)}."
+            for names, what in ((routers, "router configuration"), (clients, "OpenVPN client")) if names]
+
+
+def _count(number: int, what: str) -> str:
+    return f"{number} {what} is" if number == 1 else f"{number} {what}s are"
+
+
+def _listed(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:LISTED_NAMES])
+    return shown if len(names) <= LISTED_NAMES else f"{shown} and {len(names) - LISTED_NAMES} more"
+
+
+def remove_tenant(actor: Actor, tenant: Tenant) -> list[int]:
+    """Remove a tenant whose configurations and clients are all revoked, with every row that belongs to it: its
+    users (their sessions end and their pages disconnect), routers, revoked configurations and clients, tokens,
+    links and its subnet, which is free again. Running support visits to it end first. Audit events stay: the
+    log is not the tenant's, and its chain holds. The ids of the managed hubs that held its subnet (to bootstrap)."""
+    from portal.ipam.models import TenantSubnet
+    from portal.tenancy.impersonation import end
+    from portal.wireguard.models import Hub
+
+    # Locked first: on PostgreSQL a router or client being added for it (its foreign key) waits until this ends.
+    db.session.execute(select(Tenant.id).where(Tenant.id == tenant.id).with_for_update())
+    blockers = removal_blockers(tenant.id)
+    if blockers:
+        raise Conflict(f"{tenant.name} still has live VPN access: " + " ".join(blockers)
+                       + " Its admins (or support staff on a visit that allows changes) revoke them first.")
+    subnet = db.session.scalar(select(TenantSubnet).where(TenantSubnet.tenant_id == tenant.id))
+    details = {"name": tenant.name, "users": [user.email for user in tenant.users],
+               "subnet": subnet.network if subnet is not None else None}
+    hub_ids = [subnet.hub_id] if subnet is not None and db.session.get(Hub, subnet.hub_id).managed else []
+    running = db.session.scalars(select(Impersonation).where(Impersonation.tenant_id == tenant.id,
+                                                             Impersonation.ended_at.is_(None))).all()
+    for visit in running:
+        end(actor, visit, "tenant removed")
+    for user in tenant.users:
+        live.user_access_changed(user.id)
+    _delete_with_dependents(Tenant.__table__, Tenant.id == tenant.id)
+    record("tenant.removed", actor, tenant_id=None, target=tenant, details=details)
+    return hub_ids
+
+
+def _delete_with_dependents(table: Table, where) -> None:
+    """Delete the rows of `table` that match `where`, after every row that refers to them, however indirectly.
+    The references come from the models' foreign keys, so a table added later goes with its tenant instead of
+    blocking the removal. (The audit log has no foreign keys: it keeps every event.)"""
+    for foreign_key in _references_to(table):
+        column = foreign_key.parent
+        _delete_with_dependents(column.table, column.in_(select(foreign_key.column).where(where)))
+    db.session.execute(delete(table).where(where))
+
+
+def _references_to(table: Table) -> list[ForeignKey]:
+    return [foreign_key for other in db.metadata.sorted_tables for foreign_key in other.foreign_keys
+            if foreign_key.column.table is table]
 
 
 def create_user(actor: Actor, email: str, password: str, role: Role, tenant_id: int | None) -> User:
@@ -57,7 +144,7 @@ def create_user(actor: Actor, email: str, password: str, role: Role, tenant_id: 
 
 def _new_email(email: str) -> str:
     email = (email or "").strip().lower()
-    if not EMAIL.fullmatch(email) or len(email) > 254:
+    if not mail.is_address(email):
         raise FieldError("email", "Enter a valid e-mail address.")
     if db.session.scalar(select(func.count()).where(func.lower(User.email) == email)):
         raise Conflict(f"A user with the address {email} exists already.")

@@ -24,9 +24,10 @@ from portal.tenancy.access import (
     request_actor,
     tenant_owner_required,
 )
-from portal.tenancy.forms import InviteForm, RoleForm, TenantForm, TenantInviteForm
-from portal.tenancy.models import Role, User
+from portal.tenancy.forms import InviteForm, RoleForm, TenantForm, TenantInviteForm, TenantRemoveForm
+from portal.tenancy.models import Role, Tenant, User
 from portal.tenancy.scope import get_owned_or_404
+from portal.wireguard import jobs
 
 blueprint = Blueprint("tenancy", __name__, url_prefix="/admin")
 users_blueprint = Blueprint("users", __name__)
@@ -39,16 +40,51 @@ ACTIONS = "'deactivate', 'reactivate', 'reset-two-factor', 'send-password-link'"
 def tenants():
     form = TenantForm()
     if form.validate_on_submit():
-        try:
-            tenant = service.create_tenant(request_actor(), form.name.data)
-        except DomainError as error:
-            db.session.rollback()
-            form.name.errors.append(str(error))
-        else:
-            db.session.commit()
+        tenant = save_form(form, lambda: service.create_tenant(request_actor(), form.name.data), near="name")
+        if tenant is not None:
             flash(f"Tenant {tenant.name} created.")
             return redirect(url_for("tenancy.tenants"))
-    return render_template("tenancy/tenants.html", form=form, tenants=service.all_tenants())
+    return render_template("tenancy/tenants.html", form=form, tenants=service.all_tenants()), _status(form)
+
+
+@blueprint.route("/tenants/<int:tenant_id>/edit", methods=["GET", "POST"])
+@platform_admin_required
+def edit_tenant(tenant_id: int):
+    tenant = db.get_or_404(Tenant, tenant_id)
+    form = TenantForm(obj=tenant)
+    if form.validate_on_submit():
+        _refuse_while_impersonating()
+        renamed = save_form(form, lambda: service.rename_tenant(request_actor(), tenant, form.name.data).name,
+                            near="name")
+        if renamed is not None:
+            flash(f"The tenant is now called {renamed}.")
+            return redirect(url_for("tenancy.tenants"), 303)
+    return render_template("tenancy/tenant_edit.html", form=form, tenant=tenant), _status(form)
+
+
+@blueprint.route("/tenants/<int:tenant_id>/remove", methods=["GET", "POST"])
+@platform_admin_required
+def remove_tenant(tenant_id: int):
+    tenant = db.get_or_404(Tenant, tenant_id)
+    form = TenantRemoveForm()
+    form.confirm_name.description = f"Type {tenant.name} exactly as shown."
+    if form.validate_on_submit():
+        _refuse_while_impersonating()
+        name = tenant.name
+        if form.confirm_name.data != name:
+            form.confirm_name.errors.append(f"That is not {name}: type the name exactly as shown, or cancel.")
+        elif (hub_ids := save_form(form, lambda: service.remove_tenant(request_actor(), tenant))) is not None:
+            for hub_id in hub_ids:  # its address and firewall rules leave the hub
+                jobs.bootstrap_hub.wake(hub_id)
+            flash(f"Tenant {name} removed: its users can no longer sign in and its subnet is free again. "
+                  "Its audit events stay in the platform's log.")
+            return redirect(url_for("tenancy.tenants"), 303)
+    return render_template("tenancy/tenant_delete.html", form=form, tenant=tenant,
+                           blockers=service.removal_blockers(tenant.id), users=len(tenant.users)), _status(form)
+
+
+def _status(form) -> int:
+    return 422 if form.errors else 200
 
 
 @dataclass(frozen=True)

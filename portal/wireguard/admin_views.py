@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
 from portal.actions import save_form
 from portal.extensions import db
 from portal.forms import ActionForm
 from portal.ssh import fingerprint
-from portal.tenancy.access import platform_admin_required, request_actor
+from portal.tenancy.access import can_handle_secrets, platform_admin_required, request_actor
 from portal.tenancy.models import Tenant
 from portal.wireguard import hubs as hub_service
-from portal.wireguard import jobs, service
+from portal.wireguard import jobs, manual, service
 from portal.wireguard.forms import HubForm
 from portal.wireguard.hubs import HubSettings
-from portal.wireguard.models import Hub
+from portal.wireguard.models import Hub, VpnConfiguration
 
 blueprint = Blueprint("hubs", __name__)
 
@@ -25,6 +25,13 @@ def host_key_fingerprint(host_key: str | None) -> str:
         return fingerprint(host_key) if host_key else "-"
     except ValueError:
         return "(unreadable key)"
+
+
+@blueprint.app_template_global()
+def hub_commands(configuration: VpnConfiguration) -> manual.HubCommands | None:
+    """The router page's commands for a hub the portal does not manage; the preshared key in them only for the
+    tenant's own admins."""
+    return manual.hub_commands(configuration, reveal_key=can_handle_secrets())
 
 
 @blueprint.route("/admin/hubs")
@@ -60,6 +67,16 @@ def set_router_to_router(tenant_id: int):
         flash("Routers of this tenant " + ("may now reach each other" if allowed else "no longer reach each other")
               + (" once the hub firewall is updated (queued)." if hub_ids else "."))
     return redirect(url_for("tenancy.tenants"), 303)
+
+
+@blueprint.route("/admin/tenants/<int:tenant_id>/routers")
+@platform_admin_required
+def tenant_routers(tenant_id: int):
+    """A tenant's routers, read-only: what platform admins may know without a visit (no keys, no downloads)."""
+    tenant = db.get_or_404(Tenant, tenant_id)
+    page = service.routers_page(tenant.id, page=request.args.get("page", 1, type=int),
+                                per_page=current_app.config["PORTAL_PAGE_SIZE"])
+    return render_template("tenancy/tenant_routers.html", tenant=tenant, page=page)
 
 
 @blueprint.route("/admin/hubs/new", methods=["GET", "POST"], defaults={"hub_id": None})

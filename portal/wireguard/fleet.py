@@ -21,6 +21,7 @@ import ipaddress
 import re
 import zipfile
 from collections import Counter, defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -218,11 +219,14 @@ def _check_duplicates(rows: list[Row]) -> None:
 
 
 def _check_taken(tenant_id: int, rows: list[Row]) -> None:
-    wanted = sorted({row.name.lower() for row in rows if row.name})
+    """Names the tenant has already, compared by the database's `lower` (as its unique index compares them: on
+    SQLite that folds ASCII letters only)."""
+    wanted = sorted({row.name for row in rows if row.name})
     taken: set[str] = set()
     for start in range(0, len(wanted), 500):
-        taken.update(db.session.scalars(select(func.lower(Router.name)).where(
-            Router.tenant_id == tenant_id, func.lower(Router.name).in_(wanted[start:start + 500]))))
+        taken.update(name.lower() for name in db.session.scalars(select(Router.name).where(
+            Router.tenant_id == tenant_id,
+            func.lower(Router.name).in_([func.lower(name) for name in wanted[start:start + 500]]))))
     for row in rows:
         if row.name.lower() in taken:
             row.errors.append(f"You already have a router named {row.name!r}.")
@@ -393,18 +397,22 @@ class NothingToDownload(DomainError):
     """The tenant has no active router."""
 
 
-def active_configurations_zip(actor: Actor, tenant_id: int, now: datetime | None = None) -> File:
-    """A ZIP of every active router's RouterOS script and wg-quick file, built in memory. Each file goes through
-    `portal.downloads.wireguard_file`, so each is audited as a download of its own (in the caller's
-    transaction: commit before sending it)."""
+def active_configurations_zip(actor: Actor, tenant_id: int, now: datetime | None = None, *,
+                              router_ids: Collection[int] | None = None) -> File:
+    """A ZIP of every active router's RouterOS script and wg-quick file (only those of `router_ids` when given),
+    built in memory. Each file goes through `portal.downloads.wireguard_file`, so each is audited as a download of
+    its own (in the caller's transaction: commit before sending it)."""
+    query = select(VpnConfiguration).where(VpnConfiguration.tenant_id == tenant_id,
+                                           VpnConfiguration.status == Status.ACTIVE)
+    if router_ids is not None:
+        query = query.where(VpnConfiguration.router_id.in_(list(router_ids)))
     configurations = db.session.scalars(
-        select(VpnConfiguration).where(VpnConfiguration.tenant_id == tenant_id,
-                                       VpnConfiguration.status == Status.ACTIVE)
-        .options(joinedload(VpnConfiguration.router), joinedload(VpnConfiguration.hub),
-                 joinedload(VpnConfiguration.subnet))
+        query.options(joinedload(VpnConfiguration.router), joinedload(VpnConfiguration.hub),
+                      joinedload(VpnConfiguration.subnet))
         .order_by(VpnConfiguration.id)).all()
     if not configurations:
-        raise NothingToDownload("No router is active yet: there is nothing to download.")
+        raise NothingToDownload("No router is active yet: there is nothing to download." if router_ids is None
+                                else "None of the selected routers is active: there is nothing to download.")
     moment = (now or utcnow()).replace(microsecond=0)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:

@@ -1,9 +1,9 @@
 """Fleet pages: import routers from a CSV file (upload, preview, commit), follow an import's provisioning live,
-and download every active router's files in one ZIP."""
+download every active router's files in one ZIP, and act on several routers chosen in the list (revoke, ZIP)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from wtforms import HiddenField, TextAreaField
@@ -12,6 +12,7 @@ from portal.actions import QUEUED_LATE, commit
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.htmx import page_or_fragment
+from portal.pagination import MAX_ID
 from portal.tenancy.access import (
     current_tenant_id,
     request_actor,
@@ -20,10 +21,11 @@ from portal.tenancy.access import (
     tenant_view_required,
 )
 from portal.tenancy.scope import get_owned_or_404
-from portal.wireguard import fleet
+from portal.wireguard import fleet, service
 from portal.wireguard.fleet_models import RouterImport
 
 blueprint = Blueprint("fleet", __name__)
+SKIPPED_SHOWN = 20  # routers a message names
 
 
 class UploadForm(FlaskForm):
@@ -117,11 +119,72 @@ def import_progress(import_id: int):
 @blueprint.route("/routers/download.zip")
 @tenant_owner_required
 def download_zip():
+    return _zip_response(None)
+
+
+def _zip_response(router_ids: list[int] | None):
+    """The ZIP of the active routers (of `router_ids` when given), each file audited, or back to the list."""
     try:
-        file = fleet.active_configurations_zip(request_actor(), current_tenant_id())
+        file = fleet.active_configurations_zip(request_actor(), current_tenant_id(), router_ids=router_ids)
     except DomainError as error:
         db.session.rollback()
         flash(str(error), "error")
         return redirect(url_for("wireguard.routers"), 303)
     db.session.commit()  # every file's download event, before the files leave
     return file.response()
+
+
+# Several routers at once, chosen with the list's checkboxes (each a `router` field). The CSRF token is checked
+# for every POST by the app (flask_wtf.CSRFProtect).
+
+def _selected() -> list[int] | None:
+    """The chosen router ids (those no database can hold are nobody's), or None with the reason flashed."""
+    chosen = {router_id for router_id in request.form.getlist("router", type=int) if 1 <= router_id <= MAX_ID}
+    if not chosen:
+        flash("Select at least one router first.", "error")
+        return None
+    if len(chosen) > service.BULK_MAX:
+        flash(f"Select at most {service.BULK_MAX} routers at a time (you selected {len(chosen)}).", "error")
+        return None
+    return sorted(chosen)
+
+
+@blueprint.route("/routers/bulk/download.zip", methods=["POST"])
+@tenant_owner_required
+def bulk_download():
+    router_ids = _selected()
+    if router_ids is None:
+        return redirect(url_for("wireguard.routers"), 303)
+    return _zip_response(router_ids)
+
+
+@blueprint.route("/routers/bulk/revoke", methods=["POST"])
+@tenant_change_required
+def bulk_revoke():
+    """From the list: a page that lists what would be revoked and what is skipped; from that page (`confirmed`):
+    revoke, wake each hub once, and say what was done."""
+    router_ids = _selected()
+    if router_ids is None:
+        return redirect(url_for("wireguard.routers"), 303)
+    routers = service.routers_by_id(current_tenant_id(), router_ids)
+    if not request.form.get("confirmed"):
+        return render_template("wireguard/bulk_revoke.html", plan=service.revocation_plan(routers))
+    try:
+        done = commit(lambda: service.revoke_routers(request_actor(), routers))
+    except DomainError as error:
+        db.session.rollback()
+        flash(str(error), "error")
+        return redirect(url_for("wireguard.routers"), 303)
+    woke = fleet.wake_hubs(sorted(done.hub_ids))
+    flash(_revoked_message(done) if woke else f"{_revoked_message(done)} {QUEUED_LATE}")
+    return redirect(url_for("wireguard.routers"), 303)
+
+
+def _revoked_message(done: service.BulkRevocation) -> str:
+    count = len(done.revoked)
+    message = f"Revoking {count} configuration{'' if count == 1 else 's'}." if count else "Nothing was revoked."
+    if not done.skipped:
+        return message
+    shown = "; ".join(f"{router.name} ({reason})" for router, reason in done.skipped[:SKIPPED_SHOWN])
+    more = f" and {len(done.skipped) - SKIPPED_SHOWN} more" if len(done.skipped) > SKIPPED_SHOWN else ""
+    return f"{message} Skipped: {shown}{more}."

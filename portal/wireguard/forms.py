@@ -1,16 +1,33 @@
+"""Forms of the WireGuard pages: routers (tenants) and hubs (platform admins)."""
+
+from __future__ import annotations
+
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, IntegerField, SelectChoice, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, NumberRange, Regexp
+from wtforms.validators import DataRequired, Length, NumberRange, ValidationError
 
+from portal.errors import FieldError
 from portal.forms import SshForm, strip
-from portal.wireguard.service import NOTE_MAX, ROUTER_NAME, ROUTER_NAME_RULE
+from portal.wireguard.service import NOTE_MAX, ROUTER_NAME_RULE, validate_router_name
+
+
+class RouterName:
+    """The service's rule, so the form says exactly what the service would (and keeps the composed name)."""
+
+    field_flags = {"required": True}
+
+    def __call__(self, form: FlaskForm, field: StringField) -> None:
+        try:
+            field.data = validate_router_name(field.data or "")
+        except FieldError as error:
+            raise ValidationError(str(error)) from None
 
 
 class RouterForm(FlaskForm):
-    name = StringField("Name", description=ROUTER_NAME_RULE.capitalize() + ".",
-                       filters=[strip],
-                       validators=[DataRequired(message="Give the router a name."),
-                                   Regexp(f"^{ROUTER_NAME.pattern}$", message=f"Use {ROUTER_NAME_RULE}.")])
+    """A router's name and note: adding one, and editing one."""
+
+    name = StringField("Name", description=ROUTER_NAME_RULE[0].upper() + ROUTER_NAME_RULE[1:] + ".",
+                       filters=[strip], validators=[RouterName()])
     note = TextAreaField("Note", description="Optional: where it is, who to call.",
                          validators=[Length(max=NOTE_MAX)])
 

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from ipaddress import IPv4Network
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import InstrumentedAttribute
 
 from portal import metrics
 from portal.audit.models import AuditEvent
@@ -318,23 +319,28 @@ def _sample_due(hub_id: int, cutoff: datetime) -> set[int]:
 
 
 def thin_samples(now: datetime, retention: timedelta) -> int:
-    """Drop samples past retention, and keep one per 15 minutes of those older than an hour."""
-    deleted = db.session.execute(delete(TrafficSample).where(TrafficSample.taken_at < now - retention)).rowcount
+    """Drop traffic samples past retention, and keep one per 15 minutes of those older than an hour."""
+    return thin_series(TrafficSample, TrafficSample.configuration_id, now, retention)
+
+
+def thin_series(model: type[db.Model], series: InstrumentedAttribute, now: datetime, retention: timedelta) -> int:
+    """Drop a sample table's rows past retention, and keep one per 15 minutes of each series (a configuration's,
+    a tenant's) among those older than an hour. Each run thins the two buckets that just aged."""
+    deleted = db.session.execute(delete(model).where(model.taken_at < now - retention)).rowcount
     old = db.session.execute(
-        select(TrafficSample.id, TrafficSample.configuration_id, TrafficSample.taken_at)
-        .where(TrafficSample.taken_at < now - DENSE_SAMPLES_FOR,
-               TrafficSample.taken_at >= now - DENSE_SAMPLES_FOR - 2 * THINNED_BUCKET)
-        .order_by(TrafficSample.configuration_id, TrafficSample.taken_at)
+        select(model.id, series, model.taken_at)
+        .where(model.taken_at < now - DENSE_SAMPLES_FOR, model.taken_at >= now - DENSE_SAMPLES_FOR - 2 * THINNED_BUCKET)
+        .order_by(series, model.taken_at)
     ).all()
     kept, surplus = set(), []
-    for sample_id, configuration_id, taken_at in old:
-        bucket = (configuration_id, int(taken_at.timestamp() // THINNED_BUCKET.total_seconds()))
+    for sample_id, series_id, taken_at in old:
+        bucket = (series_id, int(taken_at.timestamp() // THINNED_BUCKET.total_seconds()))
         if bucket in kept:
             surplus.append(sample_id)
         else:
             kept.add(bucket)
     if surplus:
-        db.session.execute(delete(TrafficSample).where(TrafficSample.id.in_(surplus)))
+        db.session.execute(delete(model).where(model.id.in_(surplus)))
     return deleted + len(surplus)
 
 

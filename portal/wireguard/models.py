@@ -46,6 +46,7 @@ class Hub(ManagedHost, db.Model):
 
 
 UNIQUE_NAME_INDEX = "uq_routers_tenant_id_lower_name"
+TRIGRAM_INDEX = "ix_routers_lower_name_trgm"
 KIND = "configuration"  # what live hints call a VpnConfiguration (the prefix of its audit actions)
 
 
@@ -54,7 +55,11 @@ class Router(db.Model):
 
     __tablename__ = "routers"
     # Names are unique per tenant regardless of case; the index also serves the name check.
-    __table_args__ = (Index(UNIQUE_NAME_INDEX, "tenant_id", func.lower(text("name")), unique=True),)
+    # On PostgreSQL a trigram index serves the list's search, `lower(name) LIKE '%term%'` (migration 0016 creates
+    # it there only; SQLite has no such index).
+    __table_args__ = (Index(UNIQUE_NAME_INDEX, "tenant_id", func.lower(text("name")), unique=True),
+                      Index(TRIGRAM_INDEX, func.lower(text("name")).label("lower_name"), postgresql_using="gin",
+                            postgresql_ops={"lower_name": "gin_trgm_ops"}))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
@@ -104,6 +109,7 @@ class Status(enum.StrEnum):
 
 
 LIVE_ONLY = text("status <> 'revoked'")
+ROUTER_INDEX = "ix_vpn_configurations_router_id"
 
 
 class VpnConfiguration(Lifecycle, db.Model):
@@ -124,6 +130,11 @@ class VpnConfiguration(Lifecycle, db.Model):
         Index("uq_vpn_configurations_live_router", "router_id", unique=True,
               sqlite_where=LIVE_ONLY, postgresql_where=LIVE_ONLY),
         Index("ix_vpn_configurations_status_updated", "status", "updated_at"),
+        # A router's configurations (loading them for a page of routers, the list's status filters, deleting).
+        Index(ROUTER_INDEX, "router_id"),
+        # The dashboard's counts per status, and of those on a managed hub and online: read from the index alone.
+        Index("ix_vpn_configurations_tenant_status", "tenant_id", "status",
+              postgresql_include=["hub_id", "last_handshake_at"]),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -164,6 +175,11 @@ class VpnConfiguration(Lifecycle, db.Model):
 
     @property
     def downloadable(self) -> bool:
+        """Its files are offered: only once active (a pending one may never reach the hub)."""
+        return self.active and self.has_keys
+
+    @property
+    def has_keys(self) -> bool:
         return self.status != Status.REVOKED and self.private_key is not None
 
     def online(self, now: datetime) -> bool:

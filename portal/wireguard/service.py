@@ -7,12 +7,14 @@ commits once. Jobs are enqueued by the caller after the commit (see `portal.wire
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from ipaddress import IPv4Network
 
 from flask import current_app
-from sqlalchemy import exists, func, select
+from sqlalchemy import and_, delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -26,30 +28,58 @@ from portal.ipam.models import TenantSubnet
 from portal.ipam.pool import host_address, hub_address
 from portal.lifecycle import compare_and_set, finish_row
 from portal.links.service import CONFIGURATION_REVOKED, KEYS_ROTATED, revoke_open_links
-from portal.pagination import paginate
+from portal.pagination import paginate_from_both_ends
 from portal.wireguard.charts import Sample
 from portal.wireguard.models import KIND, Hub, Router, Status, TrafficSample, VpnConfiguration
 from portal.wireguard.render import PeerConfig
 
-ROUTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
+NAME_MAX = 64
+NAME_PUNCTUATION = frozenset(" ._-")
+NAME_CHARACTERS = "letters, digits, spaces, dots, dashes and underscores"
+# `validate_router_name`'s rule as one pattern, for the API's JSON Schema: `\w` is Unicode (letters, digits, `_`).
+ROUTER_NAME = re.compile(r"[^\W_][\w .-]{0,63}")
 ROUTER_NAME_RULE = (
-    "1 to 64 characters: letters, digits, spaces, dots, dashes and underscores, starting with a letter or digit"
+    f"1 to {NAME_MAX} characters: {NAME_CHARACTERS} (accents and other alphabets welcome), starting with a letter "
+    "or digit"
 )
 NOTE_MAX = 500
 NOTE_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 ALREADY_CONFIGURED = "This router already has a configuration; revoke it before creating a new one."
+BULK_MAX = 500  # routers one bulk action takes
+STILL_CONFIGURED = "{name} has a live configuration: revoke it first, then delete the router."
 
 
 def validate_router_name(name: str) -> str:
-    name = name.strip()
-    if not ROUTER_NAME.fullmatch(name):
-        raise DomainError(f"Router names are {ROUTER_NAME_RULE}.")
+    """`name` stripped and composed (NFC: an `e` with a combining accent becomes `é`), or a FieldError that says
+    exactly what is wrong with it."""
+    name = unicodedata.normalize("NFC", name).strip()
+    if not name:
+        raise FieldError("name", "Give the router a name.")
+    if len(name) > NAME_MAX:
+        raise FieldError("name", f"At most {NAME_MAX} characters (this one has {len(name)}).")
+    refused = next((char for char in name if not (char.isalnum() or char in NAME_PUNCTUATION)), None)
+    if refused is not None:
+        raise FieldError("name", f"{_quoted(refused)} is not allowed: use {NAME_CHARACTERS}.")
+    if not name[0].isalnum():
+        raise FieldError("name", f"Router names are 1 to {NAME_MAX} characters, starting with a letter or digit: "
+                                 f"this one starts with {_quoted(name[0])}.")
     return name
 
 
-def name_taken(tenant_id: int, name: str) -> bool:
-    return db.session.scalar(
-        select(exists().where(Router.tenant_id == tenant_id, func.lower(Router.name) == name.lower())))
+def _quoted(char: str) -> str:
+    """A character as a message shows it: itself in quotes, or its code point when it is invisible or combining."""
+    if char.isprintable() and not char.isspace() and not unicodedata.category(char).startswith("M"):
+        return f"“{char}”"
+    described = "a control character" if unicodedata.category(char) == "Cc" else unicodedata.name(char, "").lower()
+    return f"U+{ord(char):04X} ({described or 'an unassigned character'})"
+
+
+def name_taken(tenant_id: int, name: str, *, besides: int | None = None) -> bool:
+    """Whether another router of the tenant (not router `besides`) has this name, in any case: the database's
+    `lower` on both sides, as the unique index compares them."""
+    same_name = (Router.tenant_id == tenant_id, func.lower(Router.name) == func.lower(name))
+    other = (Router.id != besides,) if besides is not None else ()
+    return db.session.scalar(select(exists().where(*same_name, *other)))
 
 
 # Hubs -------------------------------------------------------------------------------------------
@@ -112,6 +142,63 @@ def add_router(actor: Actor, tenant_id: int, name: str, note: str = "") -> Route
     return router
 
 
+def update_router(actor: Actor, router: Router, *, name: str | None, note: str | None) -> Router:
+    """Rename the router and/or change its note (None: leave it), audited as `router.updated` when anything
+    changed. Renaming changes nothing on the hub (peers are keyed by public key), only later downloads' names."""
+    details: dict[str, object] = {}
+    if name is not None:
+        name = validate_router_name(name)
+        if name != router.name:
+            if name_taken(router.tenant_id, name, besides=router.id):
+                raise Conflict(f"You already have a router named {name!r}.")
+            details.update(name=name, previous_name=router.name)
+            router.name = name
+    if note is not None:
+        note = validate_note(note)
+        if note != router.note:
+            details["note_changed"] = True
+            router.note = note
+    if details:
+        record("router.updated", actor, tenant_id=router.tenant_id, target=router, details=details)
+    return router
+
+
+def delete_router(actor: Actor, router: Router) -> None:
+    """Remove a router whose configurations are all revoked, with them and every row that hangs on them, in the
+    caller's transaction (so all or nothing). The audit log keeps its events, which name the router.
+
+    The router row is locked first, and only revoked configurations are deleted: a configuration added
+    concurrently makes the router's own DELETE fail on its foreign key, and `portal.actions.commit`'s retry then
+    sees it and refuses."""
+    if db.session.scalar(select(Router.id).where(Router.id == router.id).with_for_update()) is None:
+        raise Conflict(f"{router.name} was deleted a moment ago.")
+    db.session.refresh(router)
+    if any(configuration.is_live for configuration in router.configurations):
+        raise Conflict(STILL_CONFIGURED.format(name=router.name))
+    record("router.deleted", actor, tenant_id=router.tenant_id, target=router,
+           details={"name": router.name, "configurations": [c.id for c in router.configurations]})
+    revoked = select(VpnConfiguration.id).where(VpnConfiguration.router_id == router.id,
+                                                VpnConfiguration.status == Status.REVOKED)
+    for statement in _router_dependents(router.id, revoked):
+        db.session.execute(statement.execution_options(synchronize_session=False))
+    db.session.execute(delete(VpnConfiguration).where(VpnConfiguration.id.in_(revoked))
+                       .execution_options(synchronize_session=False))
+    db.session.execute(delete(Router).where(Router.id == router.id).execution_options(synchronize_session=False))
+
+
+def _router_dependents(router_id: int, configurations) -> list:
+    """DELETEs of the rows that point at a router or at its `configurations` (every foreign key to `routers` and
+    `vpn_configurations`; tests/wireguard/test_router_management.py fails when one is added and not listed)."""
+    from portal.links.models import DownloadLink
+    from portal.routeros.models import RouterPush
+    from portal.wireguard.fleet_models import RouterImportItem
+
+    return [delete(TrafficSample).where(TrafficSample.configuration_id.in_(configurations)),
+            delete(DownloadLink).where(DownloadLink.configuration_id.in_(configurations)),
+            delete(RouterPush).where(RouterPush.router_id == router_id),
+            delete(RouterImportItem).where(RouterImportItem.router_id == router_id)]
+
+
 def add_configuration(actor: Actor, router: Router) -> VpnConfiguration:
     """A fresh configuration (new keys, new address) for a router whose configuration was revoked."""
     live = db.session.scalar(select(VpnConfiguration).where(
@@ -170,6 +257,48 @@ def _cannot_revoke_reason(status: str) -> str:
     return f"This configuration is {status}; revoke it once that finishes."
 
 
+@dataclass
+class BulkRevocation:
+    """Routers chosen together: those whose configuration is (or would be) revoked, and the rest with the reason."""
+
+    revoked: list[Router] = field(default_factory=list)
+    skipped: list[tuple[Router, str]] = field(default_factory=list)
+    hub_ids: set[int] = field(default_factory=set)
+
+
+def revocation_plan(routers: Sequence[Router]) -> BulkRevocation:
+    """What `revoke_routers` would do, changing nothing (the confirmation page)."""
+    plan = BulkRevocation()
+    for router in routers:
+        configuration = router.current_configuration
+        if configuration is None or not configuration.is_live:
+            plan.skipped.append((router, "no live configuration"))
+        elif configuration.status not in VpnConfiguration.REVOCABLE:
+            plan.skipped.append((router, _cannot_revoke_reason(configuration.status)))
+        else:
+            plan.revoked.append(router)
+            plan.hub_ids.add(configuration.hub_id)
+    return plan
+
+
+def revoke_routers(actor: Actor, routers: Sequence[Router]) -> BulkRevocation:
+    """`request_revocation` for each router's live configuration, in the caller's transaction; a router whose
+    configuration cannot be revoked (none is live, or it changed state since the plan) is skipped, not an error.
+    The caller wakes each of `hub_ids` once after the commit."""
+    plan = revocation_plan(routers)
+    done = BulkRevocation(skipped=plan.skipped)
+    for router in plan.revoked:
+        configuration = router.current_configuration
+        try:
+            request_revocation(actor, configuration)
+        except Conflict as error:
+            done.skipped.append((router, str(error)))
+            continue
+        done.revoked.append(router)
+        done.hub_ids.add(configuration.hub_id)
+    return done
+
+
 def request_rotation(actor: Actor, configuration: VpnConfiguration) -> bool:
     """New keys for an active configuration; a job swaps the peer on the hub, then they become current. True when
     the rotation goes through the router's API instead (the router keeps working throughout)."""
@@ -207,22 +336,75 @@ def _status_hint(configuration: VpnConfiguration) -> None:
 
 # Queries ----------------------------------------------------------------------------------------
 
+# The list's sort keys. Names sort as the unique index (tenant_id, lower(name)) orders them, so a page is read
+# from the index; "created" is the id order, which is the order routers were added in.
 SORTS = {
-    "name": Router.name,
-    "created": Router.created_at,
+    "name": (func.lower(Router.name), Router.id),
+    "created": (Router.id,),
+}
+# The list's status filter: what the router's current configuration is doing.
+STATUS_FILTERS = {
+    "active": "active",
+    "in_progress": "pending or in progress",
+    "failed": "failed",
+    "revoked": "revoked",
+    "none": "no configuration",
 }
 
 
 def routers_page(tenant_id: int, *, search: str = "", sort: str = "name", descending: bool = False,
-                 page: int = 1, per_page: int = 25):
-    """One page of the tenant's routers, each with its live (or newest) configuration loaded."""
+                 status: str | None = None, hub_id: int | None = None, page: int = 1, per_page: int = 25):
+    """One page of the tenant's routers, each with its configurations loaded (for the live or newest one).
+
+    Search is a case-insensitive substring of the name, `lower(name) LIKE '%term%'`, which a trigram index
+    serves on PostgreSQL (migration 0016)."""
     query = select(Router).where(Router.tenant_id == tenant_id).options(selectinload(Router.configurations))
     if search:
-        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(Router.name.ilike(f"%{escaped}%", escape="\\"))
-    column = SORTS.get(sort, Router.name)
-    query = query.order_by(column.desc() if descending else column.asc(), Router.id)
-    return paginate(query, page=page, per_page=per_page)
+        escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(func.lower(Router.name).like(f"%{escaped}%", escape="\\"))
+    if status in STATUS_FILTERS:
+        query = query.where(_in_status(status))
+    if hub_id is not None:
+        query = query.where(_on_hub(hub_id))
+    return paginate_from_both_ends(query, SORTS.get(sort, SORTS["name"]), descending=descending, page=page,
+                                   per_page=per_page)
+
+
+def _configuration_of_router(*conditions):
+    return exists().where(VpnConfiguration.router_id == Router.id, *conditions)
+
+
+_LIVE = VpnConfiguration.status != Status.REVOKED
+
+
+def _in_status(status: str):
+    """Routers whose current configuration is in the filter's state (at most one is live per router)."""
+    if status == "none":
+        return ~_configuration_of_router()
+    if status == "revoked":
+        return and_(_configuration_of_router(), ~_configuration_of_router(_LIVE))
+    states = {"active": (Status.ACTIVE,), "failed": (Status.FAILED,), "in_progress": VpnConfiguration.IN_FLIGHT}
+    return _configuration_of_router(VpnConfiguration.status.in_(states[status]), _LIVE)  # _LIVE: the partial index
+
+
+def _on_hub(hub_id: int):
+    """Routers with a configuration on the hub (live or revoked: a router whose tenant moved hubs is on both).
+
+    One semi-join; telling a router's current hub from its earlier ones would cost an OR of subqueries per row."""
+    return _configuration_of_router(VpnConfiguration.hub_id == hub_id)
+
+
+def hubs_in_use(tenant_id: int) -> list[Hub]:
+    """The hubs that hold (or held) the tenant's configurations, for the list's hub filter."""
+    used = exists().where(VpnConfiguration.tenant_id == tenant_id, VpnConfiguration.hub_id == Hub.id)
+    return list(db.session.scalars(select(Hub).where(used).order_by(Hub.name)))
+
+
+def routers_by_id(tenant_id: int, router_ids: Collection[int]) -> list[Router]:
+    """The tenant's routers among `router_ids` (others' ids are not there), with their configurations, by name."""
+    return list(db.session.scalars(
+        select(Router).where(Router.tenant_id == tenant_id, Router.id.in_(list(router_ids)))
+        .options(selectinload(Router.configurations)).order_by(*SORTS["name"])))
 
 
 def traffic_samples(configuration_id: int, since: datetime) -> list[Sample]:
@@ -237,7 +419,7 @@ def traffic_samples(configuration_id: int, since: datetime) -> list[Sample]:
 
 def peer_config(configuration: VpnConfiguration) -> PeerConfig:
     """What the renderers need, for a configuration that still has its keys."""
-    if not configuration.downloadable:
+    if not configuration.has_keys:
         raise Conflict("A revoked configuration cannot be downloaded; create a new configuration.")
     network = IPv4Network(configuration.subnet.network)
     hub = configuration.hub

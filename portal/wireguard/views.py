@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
@@ -11,8 +12,9 @@ from portal.audit.service import events_for
 from portal.downloads import WIREGUARD_KINDS, NotDownloadable, wireguard_file
 from portal.extensions import db
 from portal.forms import ActionForm
-from portal.htmx import page_or_fragment, redirect_after_post
+from portal.htmx import page_or_fragment, redirect_after_post, wants_fragment
 from portal.ipam.service import usage
+from portal.pagination import MAX_PAGE
 from portal.tenancy.access import (
     current_tenant_id,
     request_actor,
@@ -25,25 +27,59 @@ from portal.types import utcnow
 from portal.wireguard import jobs, service
 from portal.wireguard.charts import Chart, chart
 from portal.wireguard.forms import RouterForm
-from portal.wireguard.models import Router, VpnConfiguration
+from portal.wireguard.models import Hub, Router, VpnConfiguration
 
 blueprint = Blueprint("wireguard", __name__)
 
 CHART_SPANS = (("last hour", timedelta(hours=1)), ("last day", timedelta(days=1)))
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What the routers list shows: search, sort, filters and page, as read from (and written back to) its URL."""
+
+    search: str = ""
+    sort: str = "name"
+    descending: bool = False
+    status: str | None = None
+    hub_id: int | None = None
+    page: int = 1
+
+    def args(self, **changes) -> dict:
+        """The URL arguments of this listing with `changes` (None drops one), for links that keep the rest."""
+        values = {"q": self.search or None, "sort": self.sort, "dir": "desc" if self.descending else "asc",
+                  "status": self.status, "hub": self.hub_id, "page": self.page if self.page > 1 else None,
+                  **changes}
+        return {key: value for key, value in values.items() if value is not None}
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.search or self.status or self.hub_id)
+
+
+def _listing(hubs: list[Hub]) -> Listing:
+    args = request.args
+    hub_id = args.get("hub", type=int)
+    return Listing(search=args.get("q", "").strip()[:64],
+                   sort=args["sort"] if args.get("sort") in service.SORTS else "name",
+                   descending=args.get("dir") == "desc",
+                   status=args["status"] if args.get("status") in service.STATUS_FILTERS else None,
+                   hub_id=hub_id if hub_id in {hub.id for hub in hubs} else None,
+                   page=min(max(args.get("page", 1, type=int), 1), MAX_PAGE))
+
+
 @blueprint.route("/routers")
 @tenant_view_required
 def routers():
     tenant_id = current_tenant_id()
-    args = request.args
-    listing = {
-        "search": args.get("q", "").strip()[:64],
-        "sort": args.get("sort", "name") if args.get("sort") in service.SORTS else "name",
-        "descending": args.get("dir") == "desc",
-    }
-    page = service.routers_page(tenant_id, page=args.get("page", 1, type=int),
-                                per_page=current_app.config["PORTAL_PAGE_SIZE"], **listing)
-    return page_or_fragment("wireguard/routers.html", "wireguard/_router_table.html",
-                            page=page, listing=listing, usage=usage(tenant_id), now=utcnow())
+    hubs = service.hubs_in_use(tenant_id)
+    listing = _listing(hubs)
+    page = service.routers_page(tenant_id, search=listing.search, sort=listing.sort,
+                                descending=listing.descending, status=listing.status, hub_id=listing.hub_id,
+                                page=listing.page, per_page=current_app.config["PORTAL_PAGE_SIZE"])
+    return page_or_fragment("wireguard/routers.html", "wireguard/_router_table.html", page=page, listing=listing,
+                            hubs=hubs, statuses=service.STATUS_FILTERS, bulk_max=service.BULK_MAX,
+                            usage=usage(tenant_id), now=utcnow())
 
 
 @blueprint.route("/routers/subnet")
@@ -61,10 +97,10 @@ def new_router():
                                                                   form.name.data, form.note.data or "")),
                           lambda ids: jobs.sync_hub.wake(ids[1]), near="name")
         if added is not None:
-            flash(f"Router {form.name.data} added; its configuration is being provisioned.")
+            flash(f"Router {form.name.data} added.")  # its panel says, live, how provisioning goes
             return redirect_after_post(url_for("wireguard.router", router_id=added[0]))
-    status = 422 if form.errors else 200
-    return page_or_fragment("wireguard/new_router.html", "wireguard/_router_form.html", form=form), status
+    return _router_form("wireguard/new_router.html", form, action=url_for("wireguard.new_router"),
+                        submit="Add router", cancel=url_for("wireguard.routers"))
 
 
 def _added(router: Router) -> tuple[int, int]:
@@ -72,29 +108,71 @@ def _added(router: Router) -> tuple[int, int]:
     return router.id, router.current_configuration.hub_id
 
 
+@blueprint.route("/routers/<int:router_id>/edit", methods=["GET", "POST"])
+@tenant_change_required
+def edit_router(router_id: int):
+    router = get_owned_or_404(Router, router_id, current_tenant_id())
+    form = RouterForm(obj=router)
+    page = url_for("wireguard.router", router_id=router_id)
+    if form.validate_on_submit():
+        saved = save_form(form, lambda: service.update_router(request_actor(), router, name=form.name.data,
+                                                               note=form.note.data or "").name, near="name")
+        if saved is not None:
+            flash(f"Router {saved} saved.")
+            return redirect_after_post(page)
+    return _router_form("wireguard/edit_router.html", form, router=router, submit="Save",
+                        action=url_for("wireguard.edit_router", router_id=router_id), cancel=page)
+
+
+def _router_form(page: str, form: RouterForm, **context):
+    """The add or edit page, or for htmx the form alone; 422 with the errors beside their fields."""
+    return page_or_fragment(page, "wireguard/_router_form.html", form=form, **context), 422 if form.errors else 200
+
+
+@blueprint.route("/routers/<int:router_id>/delete", methods=["GET", "POST"])
+@tenant_change_required
+def delete_router(router_id: int):
+    router = get_owned_or_404(Router, router_id, current_tenant_id())
+    name, form = router.name, ActionForm()
+    if form.validate_on_submit():
+        if act(lambda: service.delete_router(request_actor(), router), lambda _: None, f"Router {name} deleted."):
+            return redirect(url_for("wireguard.routers"), 303)
+        return redirect(url_for("wireguard.delete_router", router_id=router_id), 303)
+    return render_template("wireguard/delete_router.html", router=router, form=form,
+                           configuration=router.current_configuration)
+
+
 @blueprint.route("/routers/<int:router_id>")
 @tenant_view_required
 def router(router_id: int):
     router = get_owned_or_404(Router, router_id, current_tenant_id())
-    return render_template("wireguard/router.html", **_router_panels(router))
+    return render_template("wireguard/router.html", **_router_context(router, ROUTER_PAGE_PARTS))
 
 
-# The router page's live panels, each also served alone (Socket.IO hints make the page fetch them again).
+# The router page's live panels, each also served alone (Socket.IO hints make the page fetch them again), and
+# what each needs beyond the router and its configuration: a panel computes only what it shows.
 ROUTER_PANELS = {"configuration": "wireguard/_configuration.html", "steps": "wireguard/_steps.html",
                  "traffic": "wireguard/_traffic.html"}
+PANEL_PARTS = {"configuration": (), "steps": ("history",), "traffic": ("charts",)}
+ROUTER_PAGE_PARTS = ("history", "charts")
 
 
 @blueprint.route("/routers/<int:router_id>/<any(configuration, steps, traffic):panel>")
 @tenant_view_required
 def router_panel(router_id: int, panel: str):
     router = get_owned_or_404(Router, router_id, current_tenant_id())
-    return page_or_fragment("wireguard/router.html", ROUTER_PANELS[panel], **_router_panels(router))
+    parts = PANEL_PARTS[panel] if wants_fragment() else ROUTER_PAGE_PARTS
+    return page_or_fragment("wireguard/router.html", ROUTER_PANELS[panel], **_router_context(router, parts))
 
 
-def _router_panels(router: Router) -> dict:
+def _router_context(router: Router, parts: tuple[str, ...]) -> dict:
     configuration, now = router.current_configuration, utcnow()
-    return {"router": router, "configuration": configuration, "history": _history(router),
-            "charts": _charts(configuration, now), "action_form": ActionForm(), "now": now}
+    context = {"router": router, "configuration": configuration, "action_form": ActionForm(), "now": now}
+    if "history" in parts:
+        context["history"] = _history(router)
+    if "charts" in parts:
+        context["charts"] = _charts(configuration, now)
+    return context
 
 
 def _history(router: Router):
@@ -131,7 +209,7 @@ def new_configuration(router_id: int):
     router = get_owned_or_404(Router, router_id, current_tenant_id())
     if ActionForm().validate_on_submit():
         act(lambda: service.add_configuration(request_actor(), router).hub_id, jobs.sync_hub.wake,
-            "New configuration created with new keys; download it once it is active.")
+            "New configuration created with new keys.")
     return redirect(url_for("wireguard.router", router_id=router_id), 303)
 
 
@@ -160,8 +238,8 @@ def rotate(configuration_id: int):
     return redirect(url_for("wireguard.router", router_id=router_id), 303)
 
 
-ROTATED_ON_HUB = ("New keys generated; once the hub holds them, download the new configuration. "
-                  "The old one stops working.")
+ROTATED_ON_HUB = ("New keys generated. The old ones stop working once the hub holds the new ones; the panel below "
+                  "says when to download.")
 ROTATING_OVER_API = ("New keys generated: the portal puts them on the router over its API and keeps the old key "
                      "working until the new one has a handshake; if none comes, the router goes back to the old key.")
 

@@ -13,7 +13,7 @@ from portal.api import views as _declares_the_operations  # noqa: F401
 from portal.api.spec import OPERATIONS
 from portal.types import utcnow
 from tests.api.conftest import Api, make_token, token_row
-from tests.conftest import create_tenant_admin, login, post
+from tests.conftest import create_tenant_admin, login, post, run_worker
 
 WRITES = [(operation.method, operation.path) for operation in OPERATIONS if operation.scope == "write"]
 
@@ -78,6 +78,9 @@ def test_a_read_token_reads_and_downloads(app, api: Api, read_api: Api):
     router = api.add_router()
     configuration_id = router["configuration"]["id"]
     assert read_api.get(f"/api/routers/{router['id']}").status_code == 200
+    pending = read_api.get(f"/api/vpn/{configuration_id}/download/linux")
+    assert pending.status_code == 409 and pending.get_json()["error"]["code"] == "not_downloadable"
+    run_worker(app)
     assert read_api.get(f"/api/vpn/{configuration_id}/download/linux").status_code == 200
 
 

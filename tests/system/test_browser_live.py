@@ -2,7 +2,7 @@
 
 Nothing here reloads a page to see a change: each check waits for the page to change by itself, and a
 marker set in the page's JavaScript proves it was not reloaded. On failure, screenshots of the dashboard
-and of the router page go to PORTAL_TEST_ARTIFACTS (default instance/test-artifacts).
+and of the router page go to PORTAL_TEST_ARTIFACTS (default test-artifacts).
 
 System test: needs /usr/bin/chromium and playwright; skips without them, fails when PORTAL_E2E=required.
 """
@@ -39,7 +39,7 @@ from tests.web.test_live import private_redis
 
 pytestmark = pytest.mark.system
 
-ARTIFACTS = Path(os.environ.get("PORTAL_TEST_ARTIFACTS", ROOT / "instance" / "test-artifacts"))
+ARTIFACTS = Path(os.environ.get("PORTAL_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 LIVE = "#live-indicator[data-state='live']"
 TIMEOUT = 20_000  # ms: a worker process starts, provisions, and the hint comes back
 
@@ -193,7 +193,7 @@ def test_after_redis_comes_back_the_page_shows_the_true_state(app, chromium, ten
                         db.session.commit()
                     start()
                     page.locator(LIVE).wait_for()
-                    page.locator("#router-table").get_by_text("Added while Redis was down").wait_for()
+                    page.locator("#router-table").get_by_role("link", name="Added while Redis was down").wait_for()
                     page.locator("#subnet-usage").get_by_text("of 254 addresses used").wait_for()
                     assert not_reloaded(page)
             finally:

@@ -18,7 +18,7 @@ from portal.extensions import db
 from portal.tenancy import service as tenancy
 from portal.wireguard import service as wireguard
 from portal.wireguard.models import Router
-from tests.conftest import add_router, post, unique
+from tests.conftest import add_router, post, run_worker, unique
 
 TEST = Actor.system("test")
 THREADS = 8
@@ -174,6 +174,7 @@ def test_no_audit_event_carries_a_configuration_secret(app, admin_client):
     with app.app_context():
         configuration = db.session.get(Router, router_id).current_configuration
         configuration_id, secrets = configuration.id, (configuration.private_key, configuration.preshared_key)
+    run_worker(app)
     download = admin_client.get(f"/configurations/{configuration_id}/download.rsc")
     assert download.status_code == 200
     assert secrets[0] in download.get_data(as_text=True)

@@ -365,9 +365,10 @@ def test_periodic_work_runs_once_per_interval_across_workers(app):
 def test_every_worker_runs_the_sweep_monitoring_reconciliation_and_ends_support_visits():
     names = {periodic.name.rsplit(".", 2)[-2:][0] + "." + periodic.function.__name__ for periodic in worker.PERIODIC}
     assert names == {"jobs.sweep", "jobs.poll_hubs", "jobs.poll_servers", "jobs.reconcile",
-                     "impersonation.end_expired", "jobs.poll_routers"}
+                     "impersonation.end_expired", "jobs.poll_routers", "jobs.sample_fleets"}
     assert {periodic.function.__module__ for periodic in worker.PERIODIC} == {
-        "portal.wireguard.jobs", "portal.openvpn.jobs", "portal.tenancy.impersonation", "portal.routeros.jobs"}
+        "portal.wireguard.jobs", "portal.openvpn.jobs", "portal.tenancy.impersonation", "portal.routeros.jobs",
+        "portal.dashboard.jobs"}
 
 
 def test_a_dead_redis_lock_holder_frees_the_hub_within_the_lock_ttl(app):

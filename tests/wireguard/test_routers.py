@@ -178,6 +178,9 @@ def test_unknown_ids_and_formats_answer_404(admin_client):
 def test_downloads_are_audited_and_not_cached(app, admin_client):
     router_id = router_id_from(add_router(admin_client, "Audited"))
     configuration = configuration_of(app, router_id)
+    pending = admin_client.get(f"/configurations/{configuration.id}/download.rsc", follow_redirects=True)
+    assert "Only an active configuration can be downloaded: this one is pending." in pending.get_data(as_text=True)
+    run_worker(app)
     response = admin_client.get(f"/configurations/{configuration.id}/download.rsc")
     assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["Content-Type"].startswith("text/plain")
