@@ -422,6 +422,24 @@ def browser_page(chromium):
     context.close()
 
 
+def serve_openvpn_through(app, monkeypatch, runner) -> None:
+    """Every OpenVPN server's script is `runner` (a fake), and a `local` server row takes new clients."""
+    from sqlalchemy import select
+
+    from portal.audit.service import Actor
+    from portal.extensions import db
+    from portal.openvpn import drivers, servers
+    from portal.openvpn.models import OpenVpnServer
+
+    monkeypatch.setattr(drivers, "runner_for", lambda *args, **kwargs: runner)
+    with app.app_context():
+        if not db.session.scalar(select(OpenVpnServer).where(OpenVpnServer.accepts_new_clients)):
+            servers.save_server(Actor.system("test"), servers.ServerSettings(
+                name=unique("test-ovpn").replace(" ", "-"), remote_host="vpn.test.example", driver="local",
+                base_dir="/nonexistent/openvpn"))
+            db.session.commit()
+
+
 def sign_in(page, base_url: str, email: str, path: str = "/routers") -> None:
     """Sign a tenant admin in through the login form that `path` leads to, and wait until `path` is shown."""
     page.goto(f"{base_url}{path}")

@@ -18,11 +18,8 @@ from portal.htmx import wants_fragment
 from portal.ipam.service import usage
 from portal.tenancy.access import can_handle_secrets, current_tenant_id, tenant_view_required
 from portal.types import utcnow
-from portal.wireguard.charts import traffic_note
 
 blueprint = Blueprint("dashboard", __name__)
-# The router page draws traffic charts with it; every page can reach this blueprint's globals.
-blueprint.add_app_template_global(traffic_note)
 RECENT_EVENTS = 10
 
 

@@ -25,7 +25,7 @@ from portal.tenancy.access import (
 from portal.tenancy.scope import get_owned_or_404
 from portal.types import utcnow
 from portal.wireguard import jobs, service
-from portal.wireguard.charts import Chart, chart
+from portal.wireguard.charts import Chart, chart, traffic_note
 from portal.wireguard.forms import RouterForm
 from portal.wireguard.models import Hub, Router, VpnConfiguration
 
@@ -171,7 +171,10 @@ def _router_context(router: Router, parts: tuple[str, ...]) -> dict:
     if "history" in parts:
         context["history"] = _history(router)
     if "charts" in parts:
-        context["charts"] = _charts(configuration, now)
+        context["charts"] = charts = _charts(configuration, now)
+        context["traffic_note"] = traffic_note(configuration, charts, now,
+                                               current_app.config["PORTAL_TRAFFIC_SAMPLE_INTERVAL"],
+                                               current_app.config["PORTAL_MONITOR_INTERVAL"])
     return context
 
 

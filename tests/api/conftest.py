@@ -13,11 +13,8 @@ from portal.api import tokens
 from portal.api.models import ApiToken
 from portal.audit.service import Actor
 from portal.extensions import db
-from portal.openvpn import drivers as ovpn_driver
-from portal.openvpn import servers
-from portal.openvpn.models import OpenVpnServer
 from portal.ssh import CommandResult
-from tests.conftest import create_tenant_admin, unique
+from tests.conftest import create_tenant_admin, serve_openvpn_through, unique
 
 
 def make_token(app, tenant_id: int, scope: str = "write", *, expires_at: datetime | None = None,
@@ -114,10 +111,4 @@ class FakeScript:
 @pytest.fixture
 def openvpn_server(app, monkeypatch):
     """An OpenVPN server open to new clients, its script faked for every server the worker reaches."""
-    monkeypatch.setattr(ovpn_driver, "runner_for", lambda *args, **kwargs: FakeScript())
-    with app.app_context():
-        if not db.session.scalar(select(OpenVpnServer).where(OpenVpnServer.accepts_new_clients)):
-            servers.save_server(Actor.system("test"), servers.ServerSettings(
-                name=unique("api-ovpn").replace(" ", "-"), remote_host="vpn.test.example", driver="local",
-                base_dir="/nonexistent/openvpn"))
-            db.session.commit()
+    serve_openvpn_through(app, monkeypatch, FakeScript())

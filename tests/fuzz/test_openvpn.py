@@ -13,16 +13,12 @@ from dataclasses import dataclass, field
 import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
-from sqlalchemy import select
 
-from portal.audit.service import Actor
 from portal.extensions import db
-from portal.openvpn import drivers as ovpn_driver
-from portal.openvpn import servers
 from portal.openvpn.drivers import OpenVpnDriver
-from portal.openvpn.models import CLIENT_NAME, OpenVpnServer, Status, VpnClient
+from portal.openvpn.models import CLIENT_NAME, Status, VpnClient
 from tests.api.conftest import Api, FakeScript
-from tests.conftest import run_worker, unique
+from tests.conftest import run_worker, serve_openvpn_through
 from tests.fuzz.support import (
     MARKUP,
     Browser,
@@ -64,13 +60,7 @@ def assert_one_argument(command_line: str, argv: list[str]) -> None:
 def script(app, monkeypatch) -> RecordingScript:
     """An OpenVPN server open to new clients, reached through a recording fake script."""
     recorder = RecordingScript()
-    monkeypatch.setattr(ovpn_driver, "runner_for", lambda *args, **kwargs: recorder)
-    with app.app_context():
-        if not db.session.scalar(select(OpenVpnServer).where(OpenVpnServer.accepts_new_clients)):
-            servers.save_server(Actor.system("test"), servers.ServerSettings(
-                name=unique("fuzz-ovpn").replace(" ", "-"), remote_host="vpn.test.example", driver="local",
-                base_dir="/nonexistent/openvpn"))
-            db.session.commit()
+    serve_openvpn_through(app, monkeypatch, recorder)
     return recorder
 
 

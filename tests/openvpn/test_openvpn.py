@@ -27,14 +27,13 @@ from portal.audit.models import AuditEvent
 from portal.audit.service import Actor
 from portal.extensions import db
 from portal.jobs import queue
-from portal.openvpn import drivers as ovpn_driver
 from portal.openvpn import servers, service
 from portal.openvpn.drivers import parse_create, parse_status
 from portal.openvpn.jobs import poll_servers, provision_client, revoke_client, sweep
 from portal.openvpn.models import OpenVpnServer, Status, VpnClient
 from portal.openvpn.render import download_filename, render_ovpn
 from portal.ssh import CommandResult
-from tests.conftest import login, post, run_worker, unique
+from tests.conftest import login, post, run_worker, serve_openvpn_through, unique
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 KEY_MARKER = "PRIVATE KEY"
@@ -102,13 +101,7 @@ class FakeServer:
 def fake(app, monkeypatch) -> FakeServer:
     """A fake server behind every OpenVPN server's runner, and one `local` server row open to new clients."""
     server = FakeServer()
-    monkeypatch.setattr(ovpn_driver, "runner_for", lambda kind, row, label: server)
-    with app.app_context():
-        if not db.session.scalar(select(OpenVpnServer).where(OpenVpnServer.accepts_new_clients)):
-            servers.save_server(Actor.system("test"), servers.ServerSettings(
-                name=unique("fake-ovpn").replace(" ", "-"), remote_host="vpn.test.example", driver="local",
-                base_dir="/nonexistent/openvpn"))
-            db.session.commit()
+    serve_openvpn_through(app, monkeypatch, server)
     return server
 
 
