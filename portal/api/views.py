@@ -7,6 +7,8 @@ the same job after the commit. Another tenant's id is a 404, as on the pages.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from flask import Blueprint, Response, g, jsonify, render_template, request, url_for
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -142,8 +144,8 @@ def subnet_info(caller: Caller) -> Reply:
     return Reply(200, present.subnet(usage(caller.tenant_id), hub))
 
 
-def _configuration(caller: Caller, configuration_id: int) -> VpnConfiguration:
-    return get_owned_or_404(VpnConfiguration, configuration_id, caller.tenant_id)
+def _configuration(caller: Caller, configuration_id: int, options: Sequence = ()) -> VpnConfiguration:
+    return get_owned_or_404(VpnConfiguration, configuration_id, caller.tenant_id, options)
 
 
 @operation(blueprint, "GET", "/vpn/<id:configuration_id>", summary="A configuration", tag=CONFIGURATIONS,
@@ -188,11 +190,11 @@ def retry_configuration(caller: Caller, configuration_id: int) -> Reply:
 
 
 def _download(caller: Caller, configuration_id: int, kind: str) -> File:
-    return wireguard_file(caller.actor(), _configuration(caller, configuration_id), kind)
+    return wireguard_file(caller.actor(), _configuration(caller, configuration_id, wireguard.PEER_PARTS), kind)
 
 
-DOWNLOAD_NOTE = ("Contains the private key. Any configuration that is not revoked can be downloaded (a pending one "
-                 "works once the hub holds its peer). Audited.")
+DOWNLOAD_NOTE = ("Contains the private key. Only an active configuration can be downloaded; any other answers 409 "
+                 "`not_downloadable`. Audited.")
 
 
 @operation(blueprint, "GET", "/vpn/<id:configuration_id>/download/mikrotik", summary="The RouterOS script (.rsc)",

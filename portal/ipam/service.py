@@ -112,10 +112,11 @@ class SubnetUsage:
 
 def usage(tenant_id: int) -> SubnetUsage | None:
     """Used, free and total host addresses of the tenant's subnet (the hub's counts as used)."""
-    subnet = subnet_of(tenant_id)
-    if subnet is None:
+    returned_count = select(func.count()).where(FreeAddress.subnet_id == TenantSubnet.id).scalar_subquery()
+    found = db.session.execute(select(TenantSubnet, returned_count).where(TenantSubnet.tenant_id == tenant_id)).first()
+    if found is None:
         return None
-    returned = db.session.scalar(select(func.count()).where(FreeAddress.subnet_id == subnet.id))
+    subnet, returned = found
     routers = subnet.next_host - FIRST_ROUTER_HOST_INDEX - returned
     network = subnet.ip_network
     return SubnetUsage(network=network, used=routers + 1, total=usable_hosts(network))

@@ -10,7 +10,7 @@ from datetime import datetime
 from ipaddress import IPv4Network
 
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, func, text
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 
 from portal.crypto import EncryptedText
 from portal.extensions import db
@@ -131,7 +131,9 @@ class VpnClient(Lifecycle, db.Model):
     common_name: Mapped[str] = mapped_column(String(COMMON_NAME_MAX))
     serial: Mapped[str | None] = mapped_column(String(64))
     not_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    bundle: Mapped[str | None] = mapped_column(EncryptedText)  # <ca> <cert> <key> <tls-crypt> blocks
+    # <ca> <cert> <key> <tls-crypt> blocks: kilobytes to decrypt, so read only to render the .ovpn file
+    bundle: Mapped[str | None] = mapped_column(EncryptedText, deferred=True)
+    has_bundle: Mapped[bool] = column_property(bundle.column.is_not(None))
     # What the server's monitor saw last (bytes are those of the current or last session).
     connected: Mapped[bool] = mapped_column(default=False)
     real_address: Mapped[str | None] = mapped_column(String(64))
@@ -150,4 +152,4 @@ class VpnClient(Lifecycle, db.Model):
 
     @property
     def downloadable(self) -> bool:
-        return self.status == Status.ACTIVE and self.bundle is not None
+        return self.status == Status.ACTIVE and bool(self.has_bundle)

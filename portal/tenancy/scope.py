@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TypeVar
 
 from flask import abort
@@ -11,9 +12,9 @@ from portal.extensions import db
 Owned = TypeVar("Owned", bound=db.Model)
 
 
-def get_owned_or_404(model: type[Owned], row_id: int, tenant_id: int | None) -> Owned:
-    """Load `model` row `row_id` if it belongs to `tenant_id`; abort with 404 otherwise."""
-    row = db.session.get(model, row_id)
+def get_owned_or_404(model: type[Owned], row_id: int, tenant_id: int | None, options: Sequence = ()) -> Owned:
+    """Load `model` row `row_id` (with loader `options`) if it belongs to `tenant_id`; abort with 404 otherwise."""
+    row = db.session.get(model, row_id, options=options)
     if row is None or tenant_id is None or row.tenant_id != tenant_id:
         abort(404)
     return row

@@ -250,7 +250,7 @@ ROTATING_OVER_API = ("New keys generated: the portal puts them on the router ove
 @blueprint.route("/configurations/<int:configuration_id>/download.<kind>")
 @tenant_owner_required
 def download(configuration_id: int, kind: str):
-    configuration = get_owned_or_404(VpnConfiguration, configuration_id, current_tenant_id())
+    configuration = get_owned_or_404(VpnConfiguration, configuration_id, current_tenant_id(), service.PEER_PARTS)
     if kind not in WIREGUARD_KINDS:
         abort(404)
     try:
@@ -272,7 +272,7 @@ def qr(configuration_id: int):
     from portal.qr import qr_svg
     from portal.wireguard.render import interface_name, render_conf
 
-    configuration = get_owned_or_404(VpnConfiguration, configuration_id, current_tenant_id())
+    configuration = get_owned_or_404(VpnConfiguration, configuration_id, current_tenant_id(), service.PEER_PARTS)
     if not configuration.active:
         abort(409, description="Only an active configuration has a QR code.")
     router = configuration.router

@@ -21,6 +21,7 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import undefer
 
 from portal import remote
 from portal.audit.models import AuditEvent
@@ -115,7 +116,7 @@ def client_id_from(response) -> int:
 
 def load(app, client_id: int) -> VpnClient:
     with app.app_context():
-        row = db.session.get(VpnClient, client_id)
+        row = db.session.get(VpnClient, client_id, options=[undefer(VpnClient.bundle)])  # the tests read it detached
         db.session.expunge(row)
         return row
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.orm import undefer
 
 from portal.audit.models import AuditEvent
 from portal.audit.service import Actor, verify_chain
@@ -75,7 +76,7 @@ def add_and_provision(app, client, name: str) -> VpnClient:
 
 def load(app, client_id: int) -> VpnClient:
     with app.app_context():
-        row = db.session.get(VpnClient, client_id)
+        row = db.session.get(VpnClient, client_id, options=[undefer(VpnClient.bundle)])  # the tests read it detached
         db.session.expunge(row)
         return row
 
