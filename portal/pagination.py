@@ -61,13 +61,16 @@ class Page:
         return self.page + 1
 
 
-def paginate_from_both_ends(query, columns: Sequence, *, descending: bool, page: int, per_page: int) -> Page:
+def paginate_from_both_ends(query, columns: Sequence, *, descending: bool, page: int, per_page: int,
+                            total: int | None = None) -> Page:
     """A page of `query` ordered by `columns`. A page in the second half is read from the other end, the order
-    reversed, so the last page costs what the first does instead of an OFFSET past every row before it."""
+    reversed, so the last page costs what the first does instead of an OFFSET past every row before it.
+    `total` is the query's row count when the caller knows it; otherwise it is counted."""
     from portal.extensions import db
 
     page = min(max(page, 1), MAX_PAGE)
-    total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    if total is None:
+        total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     start, end = (page - 1) * per_page, min(page * per_page, total)
     if start >= total:
         return Page([], page, per_page, total)

@@ -102,6 +102,7 @@ def app():
     app = create_app()
     with app.app_context():
         upgrade()
+    Redis.from_url(app.config["PORTAL_REDIS_URL"]).flushdb()  # a fresh database: nothing kept of the last one
     yield app
     with app.app_context():
         db.engine.dispose()

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, select
 
 from portal.dashboard.models import FleetSample
 from portal.extensions import db
+from portal.live import tenant_room
+from portal.live.reuse import reuse_until_news
 from portal.openvpn.models import Status as ClientStatus
 from portal.openvpn.models import VpnClient
 from portal.wireguard.charts import FleetChart, FleetPoint, fleet_chart
-from portal.wireguard.models import ONLINE_WITHIN, Hub, Router, Status, VpnConfiguration
+from portal.wireguard.models import ONLINE_WITHIN, Hub, Status, VpnConfiguration
+from portal.wireguard.service import router_count
 
 HISTORY = timedelta(days=1)  # the span of the routers-online chart
 
@@ -28,8 +31,15 @@ class Fleet:
 
 
 def fleet(tenant_id: int, now: datetime) -> Fleet:
+    """The tenant's counts (linear in its size), reused until a hint about its routers or clients."""
+    counted = reuse_until_news(tenant_room(tenant_id), f"portal:dashboard:fleet:{tenant_id}",
+                               lambda: asdict(_count_fleet(tenant_id, now)))
+    return Fleet(**counted)
+
+
+def _count_fleet(tenant_id: int, now: datetime) -> Fleet:
     """The tenant's counts; its live configurations are read once, counted per status and for online."""
-    routers = db.session.scalar(select(func.count()).select_from(Router).where(Router.tenant_id == tenant_id))
+    routers = router_count(tenant_id)
     rows = db.session.execute(
         select(VpnConfiguration.status, func.count(), *_monitored_and_online(now))
         .join(Hub, Hub.id == VpnConfiguration.hub_id)
@@ -52,9 +62,10 @@ def _monitored_and_online(now: datetime) -> tuple:
 
 
 def live_configurations(tenant_id: int) -> int:
-    """Configurations that hold an address (every status but revoked)."""
-    return db.session.scalar(select(func.count()).select_from(VpnConfiguration).where(
-        VpnConfiguration.tenant_id == tenant_id, VpnConfiguration.status != Status.REVOKED))
+    """Configurations that hold an address (every status but revoked), reused like `fleet`'s counts."""
+    return reuse_until_news(tenant_room(tenant_id), f"portal:dashboard:live:{tenant_id}", lambda: db.session.scalar(
+        select(func.count()).select_from(VpnConfiguration).where(
+            VpnConfiguration.tenant_id == tenant_id, VpnConfiguration.status != Status.REVOKED)))
 
 
 def online_history(tenant_id: int, now: datetime) -> FleetChart:

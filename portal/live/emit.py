@@ -37,6 +37,15 @@ PUBLISHER_EXTENSION = "portal.live.publisher"
 PENDING = "portal.live.pending"
 
 
+# Hints after which what a room's pages count (routers per status, online, subnet use) may differ. Publishing one
+# bumps the room's news counter, on which `portal.live.reuse` keys the figures it keeps.
+COUNTED_EVENTS = frozenset({"status", "usage", "monitor"})
+
+
+def news_key(room: str) -> str:
+    return f"portal:live:news:{room}"
+
+
 def tenant_room(tenant_id: int) -> str:
     return f"tenant:{tenant_id}"
 
@@ -65,14 +74,18 @@ class Publisher:
         return {"method": DISCONNECT_ROOM, "room": room, "namespace": NAMESPACE, "host_id": self.host_id}
 
     def _send(self, messages: list[dict[str, Any]]) -> None:
-        pipeline = self.redis.pipeline(transaction=False)
+        pipeline, news = self.redis.pipeline(transaction=False), set()
         for message in messages:
             encoded = json.dumps(message, separators=(",", ":"))
             if message["method"] == "emit":
                 self.coalescer.add(pipeline, encoded, message["room"], message["event"], message["data"][0].get("kind"))
+                if message["event"] in COUNTED_EVENTS:
+                    news.add(message["room"])
             else:
                 pipeline.publish(CHANNEL, encoded)
-        results = pipeline.execute(raise_on_error=False)
+        for room in news:  # after the hints' commands, so results[:len(messages)] are theirs
+            pipeline.incr(news_key(room))
+        results = pipeline.execute(raise_on_error=False)[:len(messages)]
         unknown = [message for message, result in zip(messages, results, strict=True)
                    if isinstance(result, NoScriptError)]
         if unknown:  # Redis restarted since the script was loaded

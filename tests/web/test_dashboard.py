@@ -15,10 +15,11 @@ from portal.dashboard.models import FleetSample
 from portal.extensions import db
 from portal.types import utcnow
 from portal.wireguard.models import VpnConfiguration
-from tests.conftest import add_router, login, run_worker
+from tests.conftest import add_router, login, post, run_worker
 from tests.wireguard.test_charts import router_on_managed_hub
 
 FRAGMENT = {"HX-Request": "true"}
+FLEET_TABLES = ("routers", "vpn_configurations", "vpn_clients")  # what grows with the tenant
 
 
 def panel(client, name: str) -> str:
@@ -122,3 +123,44 @@ def test_a_panel_fetched_alone_builds_only_its_own_figures(app, admin_client):
     for root in ('id="subnet-usage"', 'id="fleet-summary"', 'id="online-history"', 'id="recent-events"'):
         assert root in page
     assert 'id="online-history"' in admin_client.get("/dashboard/online").get_data(as_text=True)  # a whole page
+
+
+def counts_over_the_fleet(sent: list[str]) -> list[str]:
+    return [s for s in sent if "count(" in s and any(f"FROM {table}" in s for table in FLEET_TABLES)]
+
+
+def fleet_figures(client) -> tuple[str, str]:
+    """(routers, live configurations) as the fleet and subnet panels show them."""
+    routers = re.search(r'<strong class="router-count">(\d+)</strong>', panel(client, "fleet")).group(1)
+    live = re.search(r'<strong class="live-configurations">(\d+)</strong>', panel(client, "subnet")).group(1)
+    return routers, live
+
+
+def test_the_counts_are_kept_until_the_tenant_changes_and_right_at_once_after(app, admin_client):
+    from tests.wireguard.test_router_management import revoked_router
+
+    add_router(admin_client, "Counted")
+    assert fleet_figures(admin_client) == ("1", "1")
+    with statements(app) as sent:
+        assert fleet_figures(admin_client) == ("1", "1")
+    assert not counts_over_the_fleet(sent)  # nothing changed: the counts are reused, not read again
+    add_router(admin_client, "Counted too")
+    assert fleet_figures(admin_client) == ("2", "2")  # the add's hint retired the kept counts
+    revoked_router(app, admin_client, "Revoked")
+    assert fleet_figures(admin_client) == ("3", "2")
+    deleted = revoked_router(app, admin_client, "Deleted")
+    assert fleet_figures(admin_client) == ("4", "2")
+    assert "Page 1 of 1 (4 routers)" in admin_client.get("/routers").get_data(as_text=True)  # the list's pager too
+    assert post(admin_client, f"/routers/{deleted}/delete").status_code == 303
+    assert fleet_figures(admin_client) == ("3", "2")
+    assert "Page 1 of 1 (3 routers)" in admin_client.get("/routers").get_data(as_text=True)
+
+
+def test_the_counts_are_read_every_time_when_redis_is_down(app, admin_client, monkeypatch):
+    add_router(admin_client, "Counted without Redis")
+    monkeypatch.setitem(app.config, "PORTAL_REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.delitem(app.extensions, "portal.redis", raising=False)
+    for _ in range(2):
+        with statements(app) as sent:
+            assert fleet_figures(admin_client) == ("1", "1")
+        assert counts_over_the_fleet(sent)
