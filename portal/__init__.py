@@ -25,6 +25,7 @@ from portal.jobs.worker import no_worker_alive
 from portal.pagination import IdConverter
 from portal.tenancy.access import can_change, can_handle_secrets, impersonation, load_impersonation
 from portal.types import utcnow
+from portal.urls import Portal
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -32,8 +33,8 @@ CONTENT_SECURITY_POLICY = "default-src 'self'; img-src 'self' data:; frame-ances
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
-    app = Flask(__name__, instance_path=str(ROOT / "instance"),
-                template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    app = Portal(__name__, instance_path=str(ROOT / "instance"),
+                 template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     app.config.update(build_config(os.environ, Path(app.instance_path), overrides or {}))
     logs.configure(app.config["PORTAL_LOG_FORMAT"])
     app.extensions[KEYRING_EXTENSION] = Keyring(app.config["PORTAL_ENCRYPTION_KEYS"])
