@@ -91,9 +91,10 @@ def claim_row(model: type, row_id: int, from_states: Sequence[str], to_state: st
     ).one_or_none()
 
 
-def claim_due(model: type, scope, moves: dict[str, str], limit: int) -> list:
+def claim_due(model: type, scope, moves: dict[str, str], limit: int, options: Sequence = ()) -> list:
     """Claim up to `limit` rows in `scope` (a WHERE clause) whose status is a key of `moves` and whose retry is
-    due, in id order, with one UPDATE ... RETURNING: each moves to `moves[status]` and its `attempt` goes up."""
+    due, in id order, with one UPDATE ... RETURNING: each moves to `moves[status]` and its `attempt` goes up.
+    `options` are loader options for the rows returned (deferred columns the caller reads)."""
     now = utcnow()
     due = (select(model.id).where(scope, model.status.in_(list(moves)), _retry_due(model, now))
            .order_by(model.id).limit(limit))
@@ -101,6 +102,7 @@ def claim_due(model: type, scope, moves: dict[str, str], limit: int) -> list:
         model,
         update(model).where(model.id.in_(due.scalar_subquery()), model.status.in_(list(moves)))
         .values(status=case(moves, value=model.status), attempt=model.attempt + 1, updated_at=now, retry_at=None),
+        options,
     ).all())
 
 
@@ -138,8 +140,9 @@ def finish_rows(model: type, attempts: dict[int, int], from_state: str, **values
     ).all())
 
 
-def _returning(model: type, statement):
+def _returning(model: type, statement, options: Sequence = ()):
     """Run an UPDATE and load the rows as they now are, in one round trip."""
     return db.session.scalars(
-        statement.returning(model).execution_options(synchronize_session=False, populate_existing=True)
+        statement.returning(model).options(*options)
+        .execution_options(synchronize_session=False, populate_existing=True)
     )

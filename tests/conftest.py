@@ -275,12 +275,13 @@ def router_id_from(response) -> int:
 
 
 def configuration_of(app, router_id: int):
-    """The router's current configuration, detached so it can be read after the app context."""
+    """The router's current configuration, keys included, detached so it can be read after the app context."""
     from portal.extensions import db
     from portal.wireguard.models import Router
 
     with app.app_context():
         configuration = db.session.get(Router, router_id).current_configuration
+        assert configuration.private_key or configuration.status == "revoked"  # loads the deferred keys too
         db.session.expunge(configuration)
         return configuration
 

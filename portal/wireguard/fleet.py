@@ -27,7 +27,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select
-from sqlalchemy.orm import joinedload
 
 from portal import live
 from portal.audit.service import Actor, record
@@ -407,8 +406,7 @@ def active_configurations_zip(actor: Actor, tenant_id: int, now: datetime | None
     if router_ids is not None:
         query = query.where(VpnConfiguration.router_id.in_(list(router_ids)))
     configurations = db.session.scalars(
-        query.options(joinedload(VpnConfiguration.router), joinedload(VpnConfiguration.hub),
-                      joinedload(VpnConfiguration.subnet))
+        query.options(*service.PEER_PARTS)
         .order_by(VpnConfiguration.id)).all()
     if not configurations:
         raise NothingToDownload("No router is active yet: there is nothing to download." if router_ids is None

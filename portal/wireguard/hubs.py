@@ -27,7 +27,7 @@ from portal.remote import SshSettings
 from portal.tenancy.models import Tenant
 from portal.types import utcnow
 from portal.wireguard.drivers import DRIVERS, WgDriver, driver_for
-from portal.wireguard.models import Hub, Status, TrafficSample, VpnConfiguration
+from portal.wireguard.models import WITH_KEYS, Hub, Status, TrafficSample, VpnConfiguration
 from portal.wireguard.wgtext import (
     HubDump,
     Peer,
@@ -152,7 +152,7 @@ def tenant_networks(hub_id: int) -> list[TenantNetwork]:
 def hub_configurations(hub_id: int, statuses: Sequence[str]) -> list[VpnConfiguration]:
     return list(db.session.scalars(select(VpnConfiguration).where(
         VpnConfiguration.hub_id == hub_id, VpnConfiguration.status.in_(list(statuses)))
-        .order_by(VpnConfiguration.id)))
+        .options(WITH_KEYS).order_by(VpnConfiguration.id)))
 
 
 def managed_driver(hub: Hub) -> WgDriver:

@@ -34,7 +34,7 @@ from portal.remote import RemoteCommandFailed
 from portal.types import utcnow
 from portal.wireguard import hubs, service
 from portal.wireguard.drivers import driver_for
-from portal.wireguard.models import KIND, Hub, Status, VpnConfiguration
+from portal.wireguard.models import KIND, WITH_KEYS, Hub, Status, VpnConfiguration
 from portal.wireguard.wgtext import HubDump, Peer
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def run_batch(hub_id: int) -> Counter[str] | None:
     """Claim, apply and record one batch for the hub (the caller holds its lock); None when nothing waits."""
     actor = Actor.worker(current_job_id())
     rows = claim_due(VpnConfiguration, VpnConfiguration.hub_id == hub_id, CLAIM_MOVES,
-                     current_app.config["PORTAL_BATCH_SIZE"])
+                     current_app.config["PORTAL_BATCH_SIZE"], (WITH_KEYS,))  # the peers' preshared keys
     if not rows:
         db.session.rollback()
         return None

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime, timedelta
 
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, func, text, true
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship, undefer_group
 
 from portal.crypto import EncryptedText
 from portal.extensions import db
@@ -48,6 +48,7 @@ class Hub(ManagedHost, db.Model):
 UNIQUE_NAME_INDEX = "uq_routers_tenant_id_lower_name"
 TRIGRAM_INDEX = "ix_routers_lower_name_trgm"
 KIND = "configuration"  # what live hints call a VpnConfiguration (the prefix of its audit actions)
+KEYS = "keys"  # the deferred group of a configuration's secret keys
 
 
 class Router(db.Model):
@@ -145,12 +146,15 @@ class VpnConfiguration(Lifecycle, db.Model):
     host_index: Mapped[int]
     address: Mapped[str] = mapped_column(String(15))
     public_key: Mapped[str] = mapped_column(String(44))
-    private_key: Mapped[str | None] = mapped_column(EncryptedText)
-    preshared_key: Mapped[str | None] = mapped_column(EncryptedText)
+    # The secret keys are decrypted only where a file or a hub needs them (loaded with `WITH_KEYS`), not for every
+    # row of a list; whether there is a private key is known without them.
+    private_key: Mapped[str | None] = mapped_column(EncryptedText, deferred=True, deferred_group=KEYS)
+    holds_private_key: Mapped[bool] = column_property(private_key.column.is_not(None))
+    preshared_key: Mapped[str | None] = mapped_column(EncryptedText, deferred=True, deferred_group=KEYS)
     # Key rotation: the new keys wait here until the hub holds the new peer.
     next_public_key: Mapped[str | None] = mapped_column(String(44))
-    next_private_key: Mapped[str | None] = mapped_column(EncryptedText)
-    next_preshared_key: Mapped[str | None] = mapped_column(EncryptedText)
+    next_private_key: Mapped[str | None] = mapped_column(EncryptedText, deferred=True, deferred_group=KEYS)
+    next_preshared_key: Mapped[str | None] = mapped_column(EncryptedText, deferred=True, deferred_group=KEYS)
     # What the hub's monitor saw last. rx/tx are totals kept across hub counter resets; hub_rx/hub_tx
     # are the hub's own counters at the last poll, to tell growth from a reset.
     last_handshake_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -180,11 +184,14 @@ class VpnConfiguration(Lifecycle, db.Model):
 
     @property
     def has_keys(self) -> bool:
-        return self.status != Status.REVOKED and self.private_key is not None
+        return self.status != Status.REVOKED and bool(self.holds_private_key)
 
     def online(self, now: datetime) -> bool:
         return (self.status == Status.ACTIVE and self.last_handshake_at is not None
                 and now - self.last_handshake_at <= ONLINE_WITHIN)
+
+
+WITH_KEYS = undefer_group(KEYS)  # the loader option for configurations whose keys will be read
 
 
 class TrafficSample(db.Model):

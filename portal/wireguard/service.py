@@ -32,7 +32,7 @@ from portal.live import tenant_room
 from portal.live.reuse import reuse_until_news
 from portal.pagination import paginate_from_both_ends
 from portal.wireguard.charts import Sample
-from portal.wireguard.models import KIND, Hub, Router, Status, TrafficSample, VpnConfiguration
+from portal.wireguard.models import KIND, WITH_KEYS, Hub, Router, Status, TrafficSample, VpnConfiguration
 from portal.wireguard.render import PeerConfig
 
 NAME_MAX = 64
@@ -429,7 +429,7 @@ def traffic_samples(configuration_id: int, since: datetime) -> list[Sample]:
 
 # Loader options for a configuration that is about to be rendered: what `peer_config` reads, in one statement.
 PEER_PARTS = (joinedload(VpnConfiguration.router), joinedload(VpnConfiguration.hub),
-              joinedload(VpnConfiguration.subnet))
+              joinedload(VpnConfiguration.subnet), WITH_KEYS)
 
 
 def peer_config(configuration: VpnConfiguration) -> PeerConfig:

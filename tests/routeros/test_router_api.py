@@ -16,8 +16,17 @@ from portal.routeros.client import ADDRESSES, FILTER, INTERFACES, PEERS
 from portal.routeros.models import PushStatus, RouterPush
 from portal.types import utcnow
 from portal.wireguard import drivers
-from portal.wireguard.models import Router, Status, VpnConfiguration
-from tests.conftest import add_router, csrf_token, login, post, router_id_from, run_worker, worker_process
+from portal.wireguard.models import Router, Status
+from tests.conftest import (
+    add_router,
+    configuration_of,
+    csrf_token,
+    login,
+    post,
+    router_id_from,
+    run_worker,
+    worker_process,
+)
 from tests.conftest import totp_code as fresh_code
 from tests.routeros.fake_routeros import FakeRouterOS
 from tests.routeros.simulated_hub import SimulatedHub
@@ -64,12 +73,6 @@ def row(app, model, row_id: int):
         db.session.expunge(found)
         return found
 
-
-def configuration(app, router_id: int) -> VpnConfiguration:
-    with app.app_context():
-        found = db.session.get(Router, router_id).current_configuration
-        db.session.expunge(found)
-        return found
 
 
 def last_push(app, router_id: int) -> RouterPush:
@@ -253,7 +256,7 @@ def test_a_push_without_a_handshake_in_time_fails_and_says_why(app, admin_client
     run_worker(app)
     push = last_push(app, router_id)
     assert push.status == PushStatus.FAILED and "No handshake from the router on the hub" in push.last_error
-    assert configuration(app, router_id).status == Status.ACTIVE  # the VPN status is not the push's
+    assert configuration_of(app, router_id).status == Status.ACTIVE  # the VPN status is not the push's
 
 
 def test_pushing_twice_through_the_portal_leaves_one_of_each(app, admin_client, router, hub):
@@ -267,7 +270,7 @@ def test_pushing_twice_through_the_portal_leaves_one_of_each(app, admin_client, 
     assert last_push(app, router_id).changes == "unchanged"
     ours = portal_items(router)
     assert {path: len(items) for path, items in ours.items()} == {INTERFACES: 1, PEERS: 1, ADDRESSES: 1, FILTER: 1}
-    assert ours[INTERFACES][0]["private-key"] == configuration(app, router_id).private_key
+    assert ours[INTERFACES][0]["private-key"] == configuration_of(app, router_id).private_key
 
 
 def test_a_push_waits_for_a_router_that_does_not_answer_and_retries(app, admin_client, hub):
@@ -287,7 +290,7 @@ def test_a_push_waits_for_a_router_that_does_not_answer_and_retries(app, admin_c
 
 def rotate(app, client, router_id: int) -> str:
     """Rotate keys from the router page; what the page said right after."""
-    configuration_id = configuration(app, router_id).id
+    configuration_id = configuration_of(app, router_id).id
     assert post(client, f"/configurations/{configuration_id}/rotate").status_code == 303
     said = client.get(f"/routers/{router_id}").get_data(as_text=True)
     run_worker(app)
@@ -300,12 +303,12 @@ def test_rotation_over_the_api_moves_router_and_hub_to_the_new_keys(app, admin_c
     give_access(admin_client, router_id, router)
     post(admin_client, f"/routers/{router_id}/routeros/push")
     run_worker(app)
-    before = configuration(app, router_id)
+    before = configuration_of(app, router_id)
 
     said = rotate(app, admin_client, router_id)
 
     assert "keeps the old key working until the new one has a handshake" in said
-    after = configuration(app, router_id)
+    after = configuration_of(app, router_id)
     push = last_push(app, router_id)
     assert push.kind == "rotate" and push.status == PushStatus.ACTIVE
     assert after.status == Status.ACTIVE and after.public_key == push.new_public_key != before.public_key
@@ -329,7 +332,7 @@ def test_rotation_without_the_new_handshake_rolls_the_router_back_to_its_old_key
     give_access(admin_client, router_id, router)
     post(admin_client, f"/routers/{router_id}/routeros/push")
     run_worker(app)
-    before = configuration(app, router_id)
+    before = configuration_of(app, router_id)
 
     hub.link_up = False  # the new handshake never comes
     rotate(app, admin_client, router_id)
@@ -337,13 +340,13 @@ def test_rotation_without_the_new_handshake_rolls_the_router_back_to_its_old_key
     assert (push.status, push.step) == (PushStatus.WAITING, "handshake")
     # Meanwhile the hub holds both peers; the router (on the new keys) has the address.
     assert set(hub.peers) == {before.public_key, push.new_public_key}
-    assert configuration(app, router_id).status == Status.ROTATING
+    assert configuration_of(app, router_id).status == Status.ROTATING
 
     time.sleep(1.1)
     sweep_and_work(app)
 
     push = last_push(app, router_id)
-    after = configuration(app, router_id)
+    after = configuration_of(app, router_id)
     assert push.status == PushStatus.FAILED and "back on its old keys" in push.last_error
     assert after.status == Status.ACTIVE and after.public_key == before.public_key
     assert after.next_public_key is None and after.private_key == before.private_key
@@ -368,7 +371,7 @@ def test_a_rollback_that_cannot_reach_the_router_keeps_both_peers_and_tries_agai
         give_access(admin_client, router_id, router)
         post(admin_client, f"/routers/{router_id}/routeros/push")
         run_worker(app)
-        before = configuration(app, router_id)
+        before = configuration_of(app, router_id)
         hub.link_up = False
         rotate(app, admin_client, router_id)  # the new keys are on the router; no handshake comes
         router.password = "changed-on-the-router"  # from now on the router refuses the portal
@@ -384,7 +387,7 @@ def test_a_rollback_that_cannot_reach_the_router_keeps_both_peers_and_tries_agai
         assert "rolling back to the old keys" in push.last_error
         assert set(hub.peers) == {before.public_key, push.new_public_key}
         assert hub.address_holder(f"{before.address}/32") == before.public_key
-        assert configuration(app, router_id).status == Status.ROTATING
+        assert configuration_of(app, router_id).status == Status.ROTATING
 
         router.password = PASSWORD
         sweep_and_work(app)
@@ -399,13 +402,13 @@ def test_a_rotation_that_cannot_reach_the_router_is_cancelled_with_the_keys_unch
         router_id = new_router(app, admin_client)
         hub.link(router.state)
         give_access(admin_client, router_id, router)
-        before = configuration(app, router_id)
+        before = configuration_of(app, router_id)
         router.stop()
 
         rotate(app, admin_client, router_id)
 
         push = last_push(app, router_id)
-        after = configuration(app, router_id)
+        after = configuration_of(app, router_id)
         assert push.status == PushStatus.FAILED and push.last_error.startswith("Keys unchanged:")
         assert (after.status, after.public_key, after.next_public_key) == (Status.ACTIVE, before.public_key, None)
         assert set(hub.peers) == {before.public_key}
@@ -414,9 +417,9 @@ def test_a_rotation_that_cannot_reach_the_router_is_cancelled_with_the_keys_unch
 def test_without_api_access_or_handshakes_rotation_stays_the_hub_only_one(app, admin_client, router, monkeypatch):
     router_id = new_router(app, admin_client)
     give_access(admin_client, router_id, router)  # API access, but the `none` hub reports no handshakes
-    before = configuration(app, router_id)
+    before = configuration_of(app, router_id)
     rotate(app, admin_client, router_id)
-    after = configuration(app, router_id)
+    after = configuration_of(app, router_id)
     assert after.status == Status.ACTIVE and after.public_key != before.public_key
     with app.app_context():
         assert db.session.scalar(select(RouterPush).where(RouterPush.router_id == router_id)) is None
@@ -427,12 +430,12 @@ def test_revoking_during_an_api_rotation_stops_it(app, admin_client, router, hub
     hub.link(router.state)
     hub.link_up = False
     give_access(admin_client, router_id, router)
-    configuration_id = configuration(app, router_id).id
+    configuration_id = configuration_of(app, router_id).id
     post(admin_client, f"/configurations/{configuration_id}/rotate")
     assert post(admin_client, f"/routers/{router_id}/revoke", token_page=f"/routers/{router_id}/revoke"
                 ).status_code == 303
     run_worker(app)
-    assert configuration(app, router_id).status == Status.REVOKED
+    assert configuration_of(app, router_id).status == Status.REVOKED
     push = last_push(app, router_id)
     assert push.status == PushStatus.FAILED and "revoked" in push.last_error
     assert hub.peers == {}
@@ -461,7 +464,7 @@ def test_the_facts_poll_reads_every_router_with_api_access_and_marks_failures(ap
                                                           "hub seen at 203.0.113.5:51820")
     assert "last handshake 12s ago" in page(admin_client, reachable)
     assert "API unreachable" in page(admin_client, unreachable)
-    assert configuration(app, unreachable).status == Status.ACTIVE  # the VPN status is not the API's
+    assert configuration_of(app, unreachable).status == Status.ACTIVE  # the VPN status is not the API's
 
 
 def test_an_unreachable_router_times_out_in_its_bound_without_holding_up_other_jobs(app, admin_client, router):

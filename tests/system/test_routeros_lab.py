@@ -24,9 +24,9 @@ from portal.routeros import jobs as routeros_jobs
 from portal.routeros.models import PushStatus, RouterPush
 from portal.tenancy.models import Tenant
 from portal.wireguard import hubs
-from portal.wireguard.models import Hub, Router, Status
+from portal.wireguard.models import Hub, Status
 from portal.wireguard.wgtext import parse_dump
-from tests.conftest import add_router, post, require, retire_hub, router_id_from, run_worker, unique
+from tests.conftest import add_router, configuration_of, post, require, retire_hub, router_id_from, run_worker, unique
 from tests.lab import Lab, Namespace, lab_missing, start_wireguard_go
 from tests.routeros.fake_routeros import FakeRouterOS, RouterState
 
@@ -126,12 +126,6 @@ def last_push(app, router_id: int) -> RouterPush:
         return push
 
 
-def configuration(app, router_id: int):
-    with app.app_context():
-        found = db.session.get(Router, router_id).current_configuration
-        db.session.expunge(found)
-        return found
-
 
 def work_until(app, router_id: int, done, timeout: float = 40) -> RouterPush:
     """Run the sweep and a burst worker until `done(push)`, as a worker's periodic sweep would."""
@@ -163,7 +157,7 @@ def test_push_and_key_rotation_over_the_api_against_a_real_hub(app, admin_client
         network = IPv4Network(subnet.network)
     router_id = router_id_from(add_router(admin_client, "lab-api"))
     run_worker(app)
-    assert configuration(app, router_id).status == Status.ACTIVE
+    assert configuration_of(app, router_id).status == Status.ACTIVE
     post(admin_client, f"/routers/{router_id}/routeros",
          {"address": router.host, "port": str(router.port), "username": "portal", "password": PASSWORD})
 
@@ -171,7 +165,7 @@ def test_push_and_key_rotation_over_the_api_against_a_real_hub(app, admin_client
     post(admin_client, f"/routers/{router_id}/routeros/push")
     push = work_until(app, router_id, lambda push: push.status in (PushStatus.ACTIVE, PushStatus.FAILED))
     assert push.status == PushStatus.ACTIVE, push.last_error
-    old = configuration(app, router_id)
+    old = configuration_of(app, router_id)
     assert hub_peers(lab)[old.public_key].latest_handshake is not None
     assert ping_eventually(lab.routers[0], str(hub_address(network)))
 
@@ -180,7 +174,7 @@ def test_push_and_key_rotation_over_the_api_against_a_real_hub(app, admin_client
     push = work_until(app, router_id, lambda push: push.kind == "rotate" and push.status in (PushStatus.ACTIVE,
                                                                                                PushStatus.FAILED))
     assert push.status == PushStatus.ACTIVE, push.last_error
-    new = configuration(app, router_id)
+    new = configuration_of(app, router_id)
     assert new.public_key == push.new_public_key != old.public_key
     peers = hub_peers(lab)
     assert set(peers) == {new.public_key}
@@ -194,7 +188,7 @@ def test_push_and_key_rotation_over_the_api_against_a_real_hub(app, admin_client
     post(admin_client, f"/configurations/{new.id}/rotate")
     push = work_until(app, router_id, lambda push: push.status in (PushStatus.ACTIVE, PushStatus.FAILED))
     assert push.status == PushStatus.FAILED and "back on its old keys" in push.last_error
-    back = configuration(app, router_id)
+    back = configuration_of(app, router_id)
     assert (back.status, back.public_key, back.next_public_key) == (Status.ACTIVE, new.public_key, None)
     peers = hub_peers(lab)
     assert set(peers) == {new.public_key} and peers[new.public_key].allowed_ips == (f"{new.address}/32",)

@@ -30,7 +30,7 @@ from portal.lifecycle import claim_row
 from portal.redis_client import REDIS_EXTENSION, redis_connection
 from portal.wireguard import drivers, service
 from portal.wireguard.jobs import hub_lock, reconcile, sweep, sync_hub
-from portal.wireguard.models import Router, Status, VpnConfiguration
+from portal.wireguard.models import WITH_KEYS, Router, Status, VpnConfiguration
 from tests.conftest import add_router, free_port, post, run_worker, worker_process
 
 
@@ -43,7 +43,7 @@ def new_configuration_id(app, client, name: str) -> int:
 
 def load(app, configuration_id: int) -> VpnConfiguration:
     with app.app_context():
-        configuration = db.session.get(VpnConfiguration, configuration_id)
+        configuration = db.session.get(VpnConfiguration, configuration_id, options=[WITH_KEYS])  # read detached
         db.session.expunge(configuration)
         return configuration
 
