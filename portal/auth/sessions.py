@@ -12,7 +12,7 @@ import secrets
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import joinedload
 
 from portal.auth.models import LoginSession
@@ -22,6 +22,17 @@ from portal.tenancy.models import User
 from portal.types import utcnow
 
 TOUCH_EVERY = timedelta(minutes=1)
+
+
+# The conditions of a session that still signs its user in, its moments as parameters (`_limits`), so that
+# the statement every request runs is built once.
+_LIVE = (LoginSession.revoked_at.is_(None), LoginSession.last_seen_at > bindparam("idle_since"),
+         LoginSession.created_at > bindparam("started_since"))
+_SIGNED_IN = (
+    select(User, LoginSession.id, LoginSession.last_seen_at).join(LoginSession, LoginSession.user_id == User.id)
+    .options(joinedload(User.tenant))  # every page's header names it: one statement, not two
+    .where(LoginSession.token_hash == bindparam("token_hash"), User.id == bindparam("user_id"),
+           User.active.is_(True), *_LIVE))
 
 
 def _hash(token: str) -> str:
@@ -41,15 +52,8 @@ def user_for(token: str | None, user_id: int) -> tuple[User, int] | None:
     """The user of a live session and the session's id, or None; a session in use is marked as seen."""
     if not token:
         return None
-    config, now = current_app.config, utcnow()
-    found = db.session.execute(
-        select(User, LoginSession.id, LoginSession.last_seen_at).join(LoginSession, LoginSession.user_id == User.id)
-        .options(joinedload(User.tenant))  # every page's header names it: one statement, not two
-        .where(LoginSession.token_hash == _hash(token), User.id == user_id, User.active.is_(True),
-               LoginSession.revoked_at.is_(None),
-               LoginSession.last_seen_at > now - timedelta(minutes=config["PORTAL_SESSION_IDLE_MINUTES"]),
-               LoginSession.created_at > now - timedelta(hours=config["PORTAL_SESSION_MAX_HOURS"]))
-    ).first()
+    now = utcnow()
+    found = db.session.execute(_SIGNED_IN, {"token_hash": _hash(token), "user_id": user_id, **_limits(now)}).first()
     if found is None:
         return None
     user, session_id, last_seen = found
@@ -78,12 +82,11 @@ def _revoke(*conditions) -> list[int]:
     return ended
 
 
-def _live(now):
-    """The conditions of a session that still signs its user in (see `user_for`)."""
+def _limits(now) -> dict:
+    """The parameters of `_LIVE` at `now`."""
     config = current_app.config
-    return (LoginSession.revoked_at.is_(None),
-            LoginSession.last_seen_at > now - timedelta(minutes=config["PORTAL_SESSION_IDLE_MINUTES"]),
-            LoginSession.created_at > now - timedelta(hours=config["PORTAL_SESSION_MAX_HOURS"]))
+    return {"idle_since": now - timedelta(minutes=config["PORTAL_SESSION_IDLE_MINUTES"]),
+            "started_since": now - timedelta(hours=config["PORTAL_SESSION_MAX_HOURS"])}
 
 
 def session_id_for(token: str | None) -> int | None:
@@ -95,8 +98,9 @@ def session_id_for(token: str | None) -> int | None:
 
 def live_sessions(user_id: int) -> list[LoginSession]:
     """The user's sessions that still sign them in, newest use first."""
-    return list(db.session.scalars(select(LoginSession).where(LoginSession.user_id == user_id, *_live(utcnow()))
-                                   .order_by(LoginSession.last_seen_at.desc(), LoginSession.id.desc())))
+    newest_first = (LoginSession.last_seen_at.desc(), LoginSession.id.desc())
+    return list(db.session.scalars(select(LoginSession).where(LoginSession.user_id == user_id, *_LIVE)
+                                   .order_by(*newest_first), _limits(utcnow())))
 
 
 def end_one(user_id: int, login_session_id: int) -> bool:
