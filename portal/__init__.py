@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from portal import logs
+from portal import html, logs
 from portal.config import build_config
 from portal.crypto import KEYRING_EXTENSION, Keyring
 from portal.extensions import csrf, db, login_manager, migrate
@@ -57,7 +57,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     _register_commands(app)
     app.jinja_env.filters["plural"] = plural
     app.jinja_env.globals.update(no_worker_alive=no_worker_alive, impersonation=impersonation,
-                                 can_change=can_change, can_handle_secrets=can_handle_secrets, now_utc=utcnow)
+                                 can_change=can_change, can_handle_secrets=can_handle_secrets, now_utc=utcnow,
+                                 **html.GLOBALS)
     return app
 
 
