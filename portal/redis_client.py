@@ -1,4 +1,5 @@
-"""The app's Redis client. Redis holds queues, locks, heartbeats and pub/sub only: nothing there is the only copy."""
+"""The app's Redis client. Redis holds queues, locks, heartbeats, pub/sub, metrics and counts the database can
+give again (`portal.live.reuse`): nothing there is the only copy."""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ def test_compose_runs_the_proxy_both_web_tiers_workers_postgres_and_redis_with_h
 def test_compose_serves_one_origin_pages_from_several_processes_and_socket_io_from_one():
     services = compose()["services"]
     web, live = tier_command("web"), tier_command("live")
-    assert web[-1] == "portal.live.tiers:page_tier()" and "--workers" not in web  # 2 x cores + 1
+    assert web[-1] == "portal.live.tiers:page_tier()" and "--workers" not in web  # one per core
     assert live[-1] == "portal.live.tiers:socket_tier()" and live[live.index("--workers") + 1] == "1"
     for command in (web, live):
         assert command[:3] == ["gunicorn", "-c", "python:portal.gunicorn_conf"]
@@ -80,7 +80,7 @@ def test_the_page_tier_runs_two_processes_per_core_and_one_more_unless_told():
 
     cores = len(os.sched_getaffinity(0))
     default = printed(env={"PORTAL_WEB_WORKERS": "", "PORTAL_WEB_THREADS": ""})
-    assert (default["workers"], default["threads"], default["worker_class"]) == (str(2 * cores + 1), "4", "gthread")
+    assert (default["workers"], default["threads"], default["worker_class"]) == (str(max(2, cores)), "2", "gthread")
     told = printed(env={"PORTAL_WEB_WORKERS": "3", "PORTAL_WEB_THREADS": "8"})
     assert (told["workers"], told["threads"]) == ("3", "8")
     assert printed("--workers", "1", env={"PORTAL_WEB_WORKERS": "3"})["workers"] == "1"  # the command line wins
