@@ -53,6 +53,9 @@ def test_a_router_is_renamed_from_the_list(app, tenant_admin, browser_page):
         page.get_by_label("Name").fill("Branch; 12")
         page.get_by_role("button", name="Save").click()
         assert "“;” is not allowed" in page.locator("#name-error").inner_text()  # htmx swapped the form in place
+        # htmx focuses the swapped form's autofocus field a moment after the swap: typing before that would land
+        # the note's text in the name field
+        page.wait_for_function("() => document.activeElement && document.activeElement.id === 'name'")
         page.get_by_label("Name").fill("Café Zürich 2")
         page.get_by_label("Note").fill("Behind the espresso machine")
         page.get_by_role("button", name="Save").click()

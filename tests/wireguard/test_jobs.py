@@ -25,7 +25,7 @@ from portal.errors import TransientError
 from portal.extensions import db
 from portal.jobs import queue
 from portal.jobs.lock import LOCK_PREFIX
-from portal.jobs.worker import HEARTBEATS, Periodic, _every, live_workers
+from portal.jobs.worker import HEARTBEAT_INTERVAL, HEARTBEATS, Periodic, _every, live_workers
 from portal.lifecycle import claim_row
 from portal.redis_client import REDIS_EXTENSION, redis_connection
 from portal.wireguard import drivers, service
@@ -326,6 +326,7 @@ def test_two_workers_racing_on_one_hub_provision_each_router_once(app, admin_cli
 def test_readiness_counts_live_heartbeats_after_a_kill_and_a_flush(app):
     with app.app_context():
         redis = redis_connection()
+        time.sleep(HEARTBEAT_INTERVAL + 0.5)  # a worker another test left running beats again after the app's flush
         before = live_workers(redis)
         first, second = worker_process(), worker_process()
         try:
