@@ -65,6 +65,11 @@ def log_requests(app: Flask) -> None:
     def start_clock():
         g.request_started = time.perf_counter()
 
+    @app.before_request
+    def remember_who():
+        # Read before the view: a commit in it expires the signed-in user, and reading it again would cost a query.
+        g.who = _who()
+
     @app.after_request
     def log_request(response):
         if request.endpoint != "static":
@@ -74,7 +79,7 @@ def log_requests(app: Flask) -> None:
             request_log.info("%s %s %s", request.method, _route(), response.status_code, extra={"fields": {
                 "request_id": g.get("request_id"), "method": request.method, "route": _route(),
                 "status": response.status_code, "duration_ms": _elapsed_ms(g.get("request_started")),
-                **_who(),
+                **(g.get("who") or _who()),  # or whoever signed in during the request
             }})
         return response
 

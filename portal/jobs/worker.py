@@ -119,21 +119,29 @@ def _work(worker: AppWorker, burst: bool) -> None:
 
 
 def live_workers(redis: Redis) -> int:
-    """Workers whose heartbeat is fresh; right within one heartbeat TTL after a SIGKILL or a FLUSHALL."""
-    now = time.time()
-    redis.zremrangebyscore(HEARTBEATS, "-inf", now - HEARTBEAT_TTL)
-    return redis.zcount(HEARTBEATS, now - HEARTBEAT_TTL, "+inf")
+    """Workers whose heartbeat is fresh; right within one heartbeat TTL after a SIGKILL or a FLUSHALL. Pages ask
+    on every request, so this only counts: the live workers' heartbeats prune the stale ones."""
+    return redis.zcount(HEARTBEATS, time.time() - HEARTBEAT_TTL, "+inf")
 
 
 def _heartbeat(app: Flask, name: str, stop: threading.Event) -> None:
     with app.app_context():
         while True:
             try:
-                redis_connection().zadd(HEARTBEATS, {name: time.time()})
+                _beat(redis_connection(), name)
             except Exception as error:  # Redis away: the next beat tries again
                 log.warning("heartbeat failed: %s", error)
             if stop.wait(HEARTBEAT_INTERVAL):
                 return
+
+
+def _beat(redis: Redis, name: str) -> None:
+    """This worker's heartbeat, and the stale ones (of workers killed without a goodbye) pruned."""
+    now = time.time()
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.zadd(HEARTBEATS, {name: now})
+        pipe.zremrangebyscore(HEARTBEATS, "-inf", now - HEARTBEAT_TTL)
+        pipe.execute()
 
 
 def _forget(name: str) -> None:

@@ -173,3 +173,23 @@ def test_behind_a_trusted_proxy_its_request_id_and_the_client_address_are_taken(
     direct = app.test_client().get("/healthz", headers={"X-Request-ID": "from-a-client",
                                                         "X-Forwarded-For": "203.0.113.9"})
     assert direct.headers["X-Request-ID"] != "from-a-client"
+
+
+def test_a_request_whose_database_connection_died_after_its_work_still_answers(app):
+    """The session is closed after each request; when the database already ended the connection (a restart, an
+    idle timeout), closing it raises, and the request that did its work must not turn into a 500."""
+    from sqlalchemy import text
+
+    def work_then_lose_the_connection():
+        db.session.execute(text("SELECT 1"))
+        db.session.connection().connection.dbapi_connection.close()  # as a database restart would leave it
+        return "done"
+
+    with built_app({}) as fresh:
+        fresh.add_url_rule("/test-lost-connection", view_func=work_then_lose_the_connection)
+        client = fresh.test_client()
+        response = client.get("/test-lost-connection")
+        assert response.status_code == 200 and response.text == "done"
+        assert client.get("/healthz").status_code == 200  # the dead connection was dropped, not handed out again
+        with fresh.app_context():
+            assert db.session.execute(text("SELECT 2")).scalar() == 2
