@@ -68,7 +68,8 @@ def log_requests(app: Flask) -> None:
     @app.before_request
     def remember_who():
         # Read before the view: a commit in it expires the signed-in user, and reading it again would cost a query.
-        g.who = _who()
+        if request.endpoint != "static":  # a stylesheet is not logged, and needs no one signed in
+            g.who = _who()
 
     @app.after_request
     def log_request(response):

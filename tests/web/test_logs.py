@@ -51,3 +51,23 @@ def test_json_lines_in_production_and_plain_text_elsewhere():
     entry = json.loads(JsonFormatter().format(record))
     assert entry["message"] == "GET /routers" and entry["status"] == 200 and entry["level"] == "info"
     assert TextFormatter().format(record).endswith("GET /routers route=/routers status=200")
+
+
+def test_a_signed_in_browser_fetching_a_stylesheet_costs_no_database_query(app, admin_client):
+    from sqlalchemy import event
+
+    from portal.extensions import db
+
+    statements = []
+    with app.app_context():
+        engine = db.engine
+    record = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with admin_client.get("/static/style.css") as stylesheet:
+            assert stylesheet.status_code == 200
+        assert statements == []
+        assert admin_client.get("/routers").status_code == 200
+        assert statements  # the listener sees the queries a page makes
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
