@@ -474,6 +474,26 @@ def closed_loop(load: LoadProcesses, target: Target, clients: int, seconds: floa
 
 # One size ---------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class ClosedLevel:
+    """One closed-loop level: its clients, what they got through, and what it cost."""
+
+    clients: int
+    requests: int
+    seconds: float
+    p95: float  # ms
+    errors: int
+    cpu: Cpu
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def server_ms_per_request(self) -> float:
+        return self.cpu.server_seconds * 1000 / max(1, self.requests)
+
+
 @dataclass
 class SizeResult:
     routers: int
@@ -484,11 +504,11 @@ class SizeResult:
     rate_errors: dict[int, int]
     rate_cpu: Cpu
     late_p99_ms: float
-    closed: list[tuple[int, float, float, int, Cpu]]  # clients, requests/s, p95 ms, errors, cpu
+    closed: list[ClosedLevel]
 
     @property
     def sustained(self) -> float:
-        return max((rps for _, rps, _, errors, _ in self.closed if not errors), default=0.0)
+        return max((level.rps for level in self.closed if not level.errors), default=0.0)
 
 
 def by_page(outcomes: list[Outcome]) -> tuple[dict[int, list[float]], dict[int, int]]:
@@ -532,8 +552,8 @@ def run_size(args: argparse.Namespace, stack: ExitStack, database_url: str, redi
             done, cpu = measure_cpu(load.pids, server_pids,
                                     lambda clients=clients: closed_loop(load, target, clients, args.closed_duration))
             latencies = [latency for _, latency, _ in done.outcomes]
-            closed.append((clients, len(latencies) / args.closed_duration, p(latencies, 0.95),
-                           sum(status != 200 for _, _, status in done.outcomes), cpu))
+            closed.append(ClosedLevel(clients, len(latencies), args.closed_duration, p(latencies, 0.95),
+                                      sum(status != 200 for _, _, status in done.outcomes), cpu))
     return SizeResult(routers, busy, solo, solo_errors, rate, rate_errors, rate_cpu, p(sent.late_ms, 0.99),
                       closed), app, fleet
 
@@ -571,9 +591,10 @@ def report_size(result: SizeResult, rate: float) -> None:
               f"{p(latencies, 0.95):7.1f} {p(latencies, 0.99):7.1f}" + (f"   {errors} not 200" if errors else ""))
     print(f"  open loop: {sum(map(len, result.rate.values())):,} requests, {sum(result.rate_errors.values())} not "
           f"200, scheduler late p99 {result.late_p99_ms:.1f} ms; {result.rate_cpu.describe()}")
-    for clients, rps, p95, errors, cpu in result.closed:
-        print(f"  closed loop {clients:>2} clients: {rps:6.1f} req/s, p95 {p95:6.1f} ms, {errors} not 200; "
-              f"{cpu.describe()}; server CPU {cpu.server_seconds * 1000 / max(1.0, rps * cpu.wall):.1f} ms a request")
+    for level in result.closed:
+        print(f"  closed loop {level.clients:>2} clients: {level.rps:6.1f} req/s, p95 {level.p95:6.1f} ms, "
+              f"{level.errors} not 200; {level.cpu.describe()}; server CPU {level.server_ms_per_request:.1f} ms "
+              f"a request")
 
 
 def verdicts(results: list[SizeResult]) -> list[str]:
@@ -615,7 +636,8 @@ def report_growth(results: list[SizeResult]) -> None:
         before, after = p(small.alone[index], 0.5), p(large.alone[index], 0.5)
         print(f"  {page.name:<32} {before:7.1f} {after:7.1f}  {after / before:5.2f}x   "
               f"{p(small.rate.get(index, []), 0.95):6.1f} / {p(large.rate.get(index, []), 0.95):6.1f}")
-    levels = ", ".join(f"{c} clients {rps:.0f} req/s (p95 {p95:.0f} ms)" for c, rps, p95, _, _ in large.closed)
+    levels = ", ".join(f"{level.clients} clients {level.rps:.0f} req/s (p95 {level.p95:.0f} ms)"
+                       for level in large.closed)
     print(f"  closed loop at {large.routers:,}: {levels}")
 
 
