@@ -65,7 +65,8 @@ def paginate_from_both_ends(query, columns: Sequence, *, descending: bool, page:
                             total: int | None = None) -> Page:
     """A page of `query` ordered by `columns`. A page in the second half is read from the other end, the order
     reversed, so the last page costs what the first does instead of an OFFSET past every row before it.
-    `total` is the query's row count when the caller knows it; otherwise it is counted."""
+    `total` is the query's row count when the caller knows it; otherwise it is counted. A collection the query
+    loads with `joinedload` comes in the same statement (hence `unique()`: one row per member)."""
     from portal.extensions import db
 
     page = min(max(page, 1), MAX_PAGE)
@@ -77,5 +78,5 @@ def paginate_from_both_ends(query, columns: Sequence, *, descending: bool, page:
     from_the_end = start * 2 > total
     order = [column.asc() if descending == from_the_end else column.desc() for column in columns]
     offset = total - end if from_the_end else start
-    items = db.session.scalars(query.order_by(*order).offset(offset).limit(end - start)).all()
+    items = db.session.scalars(query.order_by(*order).offset(offset).limit(end - start)).unique().all()
     return Page(list(reversed(items)) if from_the_end else list(items), page, per_page, total)

@@ -357,11 +357,12 @@ STATUS_FILTERS = {
 
 def routers_page(tenant_id: int, *, search: str = "", sort: str = "name", descending: bool = False,
                  status: str | None = None, hub_id: int | None = None, page: int = 1, per_page: int = 25):
-    """One page of the tenant's routers, each with its configurations loaded (for the live or newest one).
+    """One page of the tenant's routers, each with its configurations loaded (for the live or newest one) in the
+    same statement: the page is a subquery, its routers' configurations joined to it.
 
     Search is a case-insensitive substring of the name, `lower(name) LIKE '%term%'`, which a trigram index
     serves on PostgreSQL (migration 0016)."""
-    query = select(Router).where(Router.tenant_id == tenant_id).options(selectinload(Router.configurations))
+    query = select(Router).where(Router.tenant_id == tenant_id).options(joinedload(Router.configurations))
     if search:
         escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(func.lower(Router.name).like(f"%{escaped}%", escape="\\"))
