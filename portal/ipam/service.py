@@ -18,6 +18,8 @@ from portal.errors import DomainError
 from portal.extensions import db
 from portal.ipam.models import FreeAddress, TenantSubnet
 from portal.ipam.pool import FIRST_ROUTER_HOST_INDEX, Pool, last_host_index, lowest_free_index, usable_hosts
+from portal.live.emit import tenant_room
+from portal.live.reuse import reuse_until_news
 
 SUBNET_RACE_RETRIES = 5
 
@@ -111,12 +113,22 @@ class SubnetUsage:
 
 
 def usage(tenant_id: int) -> SubnetUsage | None:
-    """Used, free and total host addresses of the tenant's subnet (the hub's counts as used)."""
+    """Used, free and total host addresses of the tenant's subnet (the hub's counts as used), reused until news
+    in the tenant's room: taking or freeing an address publishes a usage hint (`portal.live.usage_changed`)."""
+    counted = reuse_until_news(tenant_room(tenant_id), f"portal:ipam:usage:{tenant_id}", lambda: _count(tenant_id))
+    if counted is None:
+        return None
+    network, used = counted
+    network = IPv4Network(network)
+    return SubnetUsage(network=network, used=used, total=usable_hosts(network))
+
+
+def _count(tenant_id: int) -> tuple[str, int] | None:
+    """The tenant's subnet and how many of its addresses are used (the hub's and the routers')."""
     returned_count = select(func.count()).where(FreeAddress.subnet_id == TenantSubnet.id).scalar_subquery()
-    found = db.session.execute(select(TenantSubnet, returned_count).where(TenantSubnet.tenant_id == tenant_id)).first()
+    found = db.session.execute(select(TenantSubnet.network, TenantSubnet.next_host, returned_count)
+                               .where(TenantSubnet.tenant_id == tenant_id)).first()
     if found is None:
         return None
-    subnet, returned = found
-    routers = subnet.next_host - FIRST_ROUTER_HOST_INDEX - returned
-    network = subnet.ip_network
-    return SubnetUsage(network=network, used=routers + 1, total=usable_hosts(network))
+    network, next_host, returned = found
+    return network, next_host - FIRST_ROUTER_HOST_INDEX - returned + 1
