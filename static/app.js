@@ -44,13 +44,20 @@ document.addEventListener("htmx:afterSwap", (event) => {
 
   // Requests in flight per target id (ours or the page's own, like a search), and panels to fetch once
   // those end: a refresh never races a swap into the same panel, and a burst of hints costs one fetch.
+  // The other way round, a request of the page's own (a filter, a sort) aborts a refresh in flight into the
+  // same panel: the refresh's answer, if first, would replace the panel, and the page's own answer would then
+  // land in the replaced element, unseen.
   const inflight = new Map();
   const wanted = new Set();
+  const refreshing = new Map(); // target id -> the panel whose refresh is in flight
   document.addEventListener("htmx:beforeRequest", (event) => {
     const id = event.detail.target && event.detail.target.id;
     if (!id) return;
+    const panel = refreshing.get(id);
+    if (panel && panel !== event.detail.elt) htmx.trigger(panel, "htmx:abort");
     inflight.set(id, (inflight.get(id) || 0) + 1);
     event.detail.xhr.addEventListener("loadend", () => { // after htmx's own load handler has swapped
+      if (refreshing.get(id) === event.detail.elt) refreshing.delete(id);
       const left = inflight.get(id) - 1;
       if (left > 0) { inflight.set(id, left); return; }
       inflight.delete(id);
@@ -63,6 +70,7 @@ document.addEventListener("htmx:afterSwap", (event) => {
     const panel = document.getElementById(id);
     if (!panel || !panel.dataset.liveSrc) return;
     live.refreshes += 1;
+    refreshing.set(id, panel);
     htmx.ajax("GET", panel.dataset.liveSrc, { source: panel, target: panel, swap: "outerHTML" });
   }
 
