@@ -304,10 +304,28 @@ def run_worker(app) -> None:
     make_worker(app).work(burst=True)
 
 
+_WORKER_PROCESSES: list[subprocess.Popen] = []
+
+
 def worker_process(*args: str, env: dict | None = None) -> subprocess.Popen:
     """A worker in its own process, as `worker.py` runs in production (optionally with a test driver)."""
-    return subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "worker.py"), *args],
-                            env={**os.environ, **(env or {})}, cwd=ROOT)
+    process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "worker.py"), *args],
+                               env={**os.environ, **(env or {})}, cwd=ROOT)
+    _WORKER_PROCESSES.append(process)
+    return process
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_process_outlives_its_test():
+    """A worker process a test started is gone when the test ends, even when the test failed waiting for it:
+    left running, it would take the next tests' jobs and hold their locks (a slow CI run failed three more tests
+    that way)."""
+    yield
+    while _WORKER_PROCESSES:
+        process = _WORKER_PROCESSES.pop()
+        if process.poll() is None:
+            process.kill()
+        process.wait()
 
 
 @contextmanager
