@@ -32,7 +32,7 @@ def test_admin_adds_a_router_sees_errors_inline_and_downloads_its_configs(app, t
         assert "letters, digits" in error.inner_text()
         assert page.url == f"{base_url}/routers/new"  # htmx swapped the form; no page load
         # htmx focuses the autofocus field once the swap settles, a moment after the error shows
-        page.wait_for_function("document.activeElement && document.activeElement.id === 'name'", timeout=5000)
+        page.wait_for_function("() => document.activeElement && document.activeElement.id === 'name'", timeout=5000)
 
         page.get_by_label("Name").fill("Branch office 7")
         page.get_by_role("button", name="Add router").click()

@@ -125,7 +125,7 @@ def test_a_filter_chosen_while_the_table_refreshes_itself_is_the_one_shown(app, 
 
     with served(slow_table_fetches) as base_url:
         sign_in(page, base_url, tenant_admin[1])
-        page.wait_for_function("window.portalLive && window.portalLive.refreshes > 0")  # on its way
+        page.wait_for_function("() => window.portalLive && window.portalLive.refreshes > 0")  # on its way
         page.get_by_label("Status").select_option("failed")
         wait_for_listed(page, ["Broken one"])
         page.wait_for_timeout(1000)
