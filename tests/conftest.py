@@ -16,6 +16,7 @@ import itertools
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -324,6 +325,8 @@ def _no_worker_process_outlives_its_test():
     while _WORKER_PROCESSES:
         process = _WORKER_PROCESSES.pop()
         if process.poll() is None:
+            process.send_signal(signal.SIGUSR1)  # its threads' stacks on stderr: what it was stuck on
+            time.sleep(0.5)
             process.kill()
         process.wait()
 

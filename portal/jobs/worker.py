@@ -72,6 +72,17 @@ class AppWorker(SimpleWorker):
             finally:
                 log_job(job.id, job.func_name, job.get_status(refresh=False) or "unknown", started)
 
+    def subscribe(self):
+        """RQ's, with the thread that listens for commands waking every second rather than every minute.
+
+        RQ stops that thread after unsubscribing, and redis-py (8.2) waits for it to end: a thread that read the
+        unsubscribe's reply before the stop went back to waiting, a whole minute, for a subscription that never
+        came. A burst worker took a minute to exit and a stopped one did not heed SIGTERM for as long."""
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=1, daemon=True, exception_handler=self._pubsub_exception_handler)
+
     def request_stop(self, signum, frame):
         self.stopping = True
         super().request_stop(signum, frame)

@@ -9,6 +9,8 @@ forever inside `apply_peers`: the test SIGKILLs this process in the middle of a 
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import signal
 import sys
 import time
 from pathlib import Path
@@ -37,6 +39,7 @@ def main() -> None:
     parser.add_argument("--burst", action="store_true")
     parser.add_argument("--name")
     args = parser.parse_args()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test dumps a worker's stacks before killing it
     if args.block_in_driver:
         drivers.DRIVERS["none"] = lambda hub: BlockingDriver(args.block_in_driver)
     run(create_app(), worker.PERIODIC, burst=args.burst, name=args.name)

@@ -25,7 +25,7 @@ from portal.errors import TransientError
 from portal.extensions import db
 from portal.jobs import queue
 from portal.jobs.lock import LOCK_PREFIX
-from portal.jobs.worker import HEARTBEAT_INTERVAL, HEARTBEATS, Periodic, _every, live_workers
+from portal.jobs.worker import HEARTBEAT_INTERVAL, HEARTBEATS, Periodic, _every, live_workers, make_worker
 from portal.lifecycle import claim_row
 from portal.redis_client import REDIS_EXTENSION, redis_connection
 from portal.wireguard import drivers, service
@@ -321,6 +321,19 @@ def test_two_workers_racing_on_one_hub_provision_each_router_once(app, admin_cli
         configuration = load(app, configuration_id)
         assert configuration.status == Status.ACTIVE and configuration.attempt == 1
         assert actions_for(app, configuration_id).count("configuration.provision.succeeded") == 1
+
+
+def test_a_worker_stops_within_seconds_even_when_its_command_listener_went_back_to_waiting(app):
+    """The listener for RQ's commands reads the reply to the unsubscribe a stop sends, then waits again before
+    it sees the stop: it must wake on its own soon after, or the worker takes a minute to exit."""
+    worker = make_worker(app)
+    worker.subscribe()
+    worker.pubsub.unsubscribe()  # what a stop sends first; the listener reads the reply and waits again
+    time.sleep(0.5)
+    started = time.monotonic()
+    worker.unsubscribe()
+    assert time.monotonic() - started < 5
+    assert not worker.pubsub_thread.is_alive()
 
 
 def test_readiness_counts_live_heartbeats_after_a_kill_and_a_flush(app):
