@@ -16,6 +16,7 @@ from pathlib import Path
 
 import requests
 import yaml
+from jsonschema import Draft7Validator
 
 from portal.config import SETTINGS
 from portal.devserver import free_port, stop
@@ -52,6 +53,16 @@ def test_compose_runs_the_proxy_both_web_tiers_workers_postgres_and_redis_with_h
         assert services[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}
         assert services[name]["depends_on"]["redis"] == {"condition": "service_healthy"}
     assert services["live"]["depends_on"]["web"] == {"condition": "service_healthy"}  # migrated first
+
+
+def test_compose_yaml_is_a_valid_compose_file():
+    """What `docker compose config` would say, from the Compose Specification's own schema: a misspelt key
+    anywhere (a health check's `intervall`) is refused, not ignored."""
+    validator = Draft7Validator(json.loads((ROOT / "tests/vendor/compose-spec.json").read_text()))
+    assert [f"{list(error.path)}: {error.message}" for error in validator.iter_errors(compose())] == []
+    misspelt = compose()
+    misspelt["services"]["web"]["healthcheck"]["intervall"] = "5s"
+    assert not validator.is_valid(misspelt)
 
 
 def test_compose_serves_one_origin_pages_from_several_processes_and_socket_io_from_one():
