@@ -19,6 +19,7 @@ from sqlalchemy import and_, or_, select, text
 from portal import live
 from portal.audit.models import GENESIS_HASH, AuditEvent, AuditHead
 from portal.extensions import db
+from portal.live.reuse import reuse_until_news
 from portal.types import utcnow
 
 SECRET_WORDS = ("private", "preshared", "password", "secret", "token")
@@ -303,9 +304,9 @@ def _distinct(column, tenant_id: int) -> list[str]:
         SELECT value FROM seen WHERE value IS NOT NULL"""), {"tenant": tenant_id}))
 
 
-def actions_seen(tenant_id: int) -> list[str]:
-    return _distinct(AuditEvent.action, tenant_id)
-
-
-def actors_seen(tenant_id: int) -> list[str]:
-    return _distinct(AuditEvent.actor_label, tenant_id)
+def seen(tenant_id: int) -> dict[str, list[str]]:
+    """The tenant's actions and actors, the filters' choices: kept until the tenant's room hears news, for at most
+    `KEEP_SECONDS` (an action or actor new since shows in the lists that late at worst; filtering on it works at
+    once)."""
+    return reuse_until_news(live.tenant_room(tenant_id), f"portal:audit:seen:{tenant_id}", lambda: {
+        "actions": _distinct(AuditEvent.action, tenant_id), "actors": _distinct(AuditEvent.actor_label, tenant_id)})

@@ -93,8 +93,8 @@ def _tenant(tenant_id: int | None) -> Tenant:
     return db.session.get(Tenant, tenant_id) or abort(404)
 
 
-def _filter_form(tenant: Tenant) -> EventFilterForm:
-    form = EventFilterForm(request.args, service.actions_seen(tenant.id))
+def _filter_form(tenant: Tenant, actions: list[str]) -> EventFilterForm:
+    form = EventFilterForm(request.args, actions)
     kind = form.target_kind
     if kind is not None and kind[1] is not None:
         form.target.choices.append((form.target.data, label_of(kind[0], kind[1], tenant.id)))
@@ -103,8 +103,8 @@ def _filter_form(tenant: Tenant) -> EventFilterForm:
 
 def _events_page(area: LogArea, refused: EventFilterForm | None = None):
     """The page; with `refused`, a form whose filters did not validate: their errors, and no events."""
-    tenant = area.tenant
-    form = refused or _filter_form(tenant)
+    tenant, seen = area.tenant, service.seen(area.tenant.id)
+    form = refused or _filter_form(tenant, seen["actions"])
     valid = refused is None and form.validate()
     page = None
     if valid:
@@ -112,7 +112,7 @@ def _events_page(area: LogArea, refused: EventFilterForm | None = None):
                                   before=_cursor("before"), after=_cursor("after"))
     html = render_template("audit/events.html", tenant=tenant, area=area, form=form, page=page,
                            targets=describe(page.items, tenant.id, area.viewer) if page else {},
-                           actors=service.actors_seen(tenant.id), visits=visits_to(tenant.id),
+                           actors=seen["actors"], visits=visits_to(tenant.id),
                            filters=form.query_args())
     return html, 200 if valid else 422
 
@@ -124,7 +124,8 @@ def _cursor(name: str) -> int | None:
 
 
 def _export(area: LogArea):
-    tenant, form = area.tenant, _filter_form(area.tenant)
+    tenant = area.tenant
+    form = _filter_form(tenant, service.seen(tenant.id)["actions"])
     if not form.validate():
         return _events_page(area, form)
     filters = form.event_filter(tenant.id)
