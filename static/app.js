@@ -22,6 +22,35 @@ document.addEventListener("htmx:afterSwap", (event) => {
   window.addEventListener("resize", focusableWhenScrolling);
 })();
 
+// Copy buttons: `data-copy` names the element whose text (a textarea's value) they copy. Hidden until this script
+// shows them, in pages and in fragments htmx swaps in; without JavaScript the text is selected by hand.
+(() => {
+  function showCopyButtons(content) {
+    content.querySelectorAll("[data-copy]").forEach((button) => { button.hidden = false; });
+  }
+  function selectText(source) {
+    if (typeof source.select === "function") { source.select(); return; }
+    const range = document.createRange();
+    range.selectNodeContents(source);
+    window.getSelection().removeAllRanges();
+    window.getSelection().addRange(range);
+  }
+  document.addEventListener("DOMContentLoaded", () => showCopyButtons(document));
+  document.addEventListener("htmx:load", (event) => showCopyButtons(event.detail.elt));
+  document.addEventListener("click", async (event) => {
+    const button = event.target.closest("[data-copy]");
+    const source = button && document.getElementById(button.dataset.copy);
+    if (!source) return;
+    selectText(source);
+    try {
+      await navigator.clipboard.writeText(typeof source.value === "string" ? source.value : source.textContent);
+    } catch (error) {
+      document.execCommand("copy"); // an older browser, or a page served over plain HTTP
+    }
+    button.textContent = "Copied";
+  });
+})();
+
 // Live panels. Socket.IO events are hints (DESIGN.md rule 7): an event says what changed, and every panel
 // that cares (data-live="status monitor", optionally data-live-match='{"router_id": 7}') is fetched again
 // from its own endpoint (data-live-src) and swapped in by htmx. On every (re)connect every panel is

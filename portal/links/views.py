@@ -29,7 +29,7 @@ from portal.tenancy.scope import get_owned_or_404
 from portal.types import utcnow
 from portal.wireguard.models import Router, Status, VpnConfiguration
 
-blueprint = Blueprint("links", __name__, static_folder="static", static_url_path="/links/static")
+blueprint = Blueprint("links", __name__)
 
 # Pages behind a token: never cached, never indexed, and the token never leaves in a Referer header.
 PRIVATE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex"}

@@ -132,6 +132,27 @@ def test_a_filter_chosen_while_the_table_refreshes_itself_is_the_one_shown(app, 
         assert listed(page) == ["Broken one"]
 
 
+def test_the_lines_to_run_on_an_unmanaged_hub_are_copied_with_one_click(app, tenant_admin, browser_page):
+    """The tests' hub is one the portal does not manage: the router page shows what to run on it as root, with a
+    Copy button, also in the panel the page fetches again when its socket connects."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    [router_id] = routers(app, tenant_admin[0], "Copied gate")
+    with served(app) as base_url:
+        page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base_url)
+        sign_in(page, base_url, tenant_admin[1])
+        page.goto(f"{base_url}/routers/{router_id}")
+        page.wait_for_function("() => window.portalLive && window.portalLive.refreshes > 0"
+                               " && !document.querySelector('.htmx-request')")
+        button = page.locator("[data-copy='hub-add-commands']")
+        button.click()
+        expect(button).to_have_text("Copied")
+        copied = page.evaluate("() => navigator.clipboard.readText()")
+        assert copied == page.locator("#hub-add-commands").inner_text()
+        assert copied.startswith("umask 077") and "\nwg set wg0 peer " in copied
+
+
 def test_two_selected_routers_are_revoked_together(app, tenant_admin, browser_page):
     page = browser_page
     first, second, _ = routers(app, tenant_admin[0], "North gate", "South gate", "West gate")

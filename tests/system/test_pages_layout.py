@@ -114,7 +114,7 @@ VISITS = (
 
 SKIPPED = {
     "not a page (files, JSON, metrics)": (
-        "static", "links.static", "ops.healthz", "ops.readyz", "ops.metrics", "api.index", "api.health",
+        "static", "ops.healthz", "ops.readyz", "ops.metrics", "api.index", "api.health",
         "api.openapi_document", "api.list_routers", "api.get_router", "api.get_router_import",
         "api.list_configurations", "api.get_configuration", "api.subnet_info", "api.list_clients", "api.get_client"),
     "a download": (
