@@ -23,11 +23,9 @@ document.addEventListener("htmx:afterSwap", (event) => {
 })();
 
 // Copy buttons: `data-copy` names the element whose text (a textarea's value) they copy. Hidden until this script
-// shows them, in pages and in fragments htmx swaps in; without JavaScript the text is selected by hand.
+// shows them, in the page and in fragments htmx swaps in (htmx:load covers both); without JavaScript the text is
+// selected by hand.
 (() => {
-  function showCopyButtons(content) {
-    content.querySelectorAll("[data-copy]").forEach((button) => { button.hidden = false; });
-  }
   function selectText(source) {
     if (typeof source.select === "function") { source.select(); return; }
     const range = document.createRange();
@@ -35,8 +33,9 @@ document.addEventListener("htmx:afterSwap", (event) => {
     window.getSelection().removeAllRanges();
     window.getSelection().addRange(range);
   }
-  document.addEventListener("DOMContentLoaded", () => showCopyButtons(document));
-  document.addEventListener("htmx:load", (event) => showCopyButtons(event.detail.elt));
+  document.addEventListener("htmx:load", (event) => {
+    event.detail.elt.querySelectorAll("[data-copy]").forEach((button) => { button.hidden = false; });
+  });
   document.addEventListener("click", async (event) => {
     const button = event.target.closest("[data-copy]");
     const source = button && document.getElementById(button.dataset.copy);

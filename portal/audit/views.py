@@ -103,7 +103,8 @@ def _filter_form(tenant: Tenant, actions: list[str]) -> EventFilterForm:
 
 def _events_page(area: LogArea, refused: EventFilterForm | None = None):
     """The page; with `refused`, a form whose filters did not validate: their errors, and no events."""
-    tenant, seen = area.tenant, service.seen(area.tenant.id)
+    tenant = area.tenant
+    seen = service.seen(tenant.id)
     form = refused or _filter_form(tenant, seen["actions"])
     valid = refused is None and form.validate()
     page = None
