@@ -24,13 +24,6 @@ class IdConverter(IntegerConverter):
         super().__init__(map, *args, **kwargs)
 
 
-def paginate(query, *, page: int, per_page: int):
-    """`db.paginate` with a page number clamped to 1..MAX_PAGE (a page past the end is empty, not an error)."""
-    from portal.extensions import db
-
-    return db.paginate(query, page=min(max(page, 1), MAX_PAGE), per_page=per_page, error_out=False)
-
-
 @dataclass(frozen=True)
 class Page:
     """One page of rows and where it sits, as `db.paginate`'s pages say it (the templates and the API read both)."""

@@ -11,7 +11,7 @@ from wtforms.widgets import DateTimeLocalInput
 
 from portal.audit.service import EventFilter
 from portal.audit.targets import KINDS, history_of
-from portal.forms import strip
+from portal.forms import QuickSelect, strip
 from portal.pagination import MAX_ID
 
 TARGET = re.compile(rf"^({'|'.join(KINDS)})(?::(\d{{1,10}}))?$")
@@ -52,8 +52,8 @@ class MomentField(StringField):
 class EventFilterForm(Form):
     actor = StringField("Who (e-mail or label)", filters=[strip], validators=[Length(max=254)],
                         render_kw={"list": "audit-actors"})
-    action = SelectField("Action", validate_choice=False, validators=[Length(max=80)])
-    target = SelectField("About", validate_choice=False)
+    action = SelectField("Action", validate_choice=False, validators=[Length(max=80)], widget=QuickSelect())
+    target = SelectField("About", validate_choice=False, widget=QuickSelect())
     since = MomentField("From (UTC)")
     until = MomentField("To (UTC)")
 

@@ -87,8 +87,10 @@ def _router(router_id: int, name: str) -> Found:
 def _configurations(tenant_id: int, ids: list[int]) -> dict[int, Found]:
     from portal.wireguard.models import Router, VpnConfiguration
 
-    rows = db.session.execute(select(VpnConfiguration.id, Router.id.label("router_id"), Router.name)
-                              .join(Router, Router.id == VpnConfiguration.router_id)
+    # The name as a subquery per configuration: a join lets PostgreSQL hash all the tenant's routers once a page
+    # names some fifty configurations (2 ms at 10,000 routers, where fifty index lookups take 0.2 ms).
+    name = select(Router.name).where(Router.id == VpnConfiguration.router_id).scalar_subquery()
+    rows = db.session.execute(select(VpnConfiguration.id, VpnConfiguration.router_id, name.label("name"))
                               .where(VpnConfiguration.tenant_id == tenant_id, VpnConfiguration.id.in_(ids)))
     return {row.id: _router(row.router_id, row.name) for row in rows}
 

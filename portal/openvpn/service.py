@@ -18,6 +18,8 @@ from portal.errors import Conflict, DomainError
 from portal.extensions import db
 from portal.lifecycle import claim_row, compare_and_set, finish_row
 from portal.links.service import CLIENT_REVOKED, revoke_open_links
+from portal.live import tenant_room
+from portal.live.reuse import reuse_until_news
 from portal.openvpn.models import (
     CLIENT_NAME,
     CLIENT_NAME_RULE,
@@ -28,7 +30,7 @@ from portal.openvpn.models import (
     new_common_name,
 )
 from portal.openvpn.servers import default_server
-from portal.pagination import paginate
+from portal.pagination import paginate_from_both_ends
 
 SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
 
@@ -125,12 +127,20 @@ def finish(client_id: int, attempt: int, from_state: str, **values) -> VpnClient
 # Queries ----------------------------------------------------------------------------------------
 
 def clients_page(tenant_id: int, *, search: str = "", page: int = 1, per_page: int = 25):
-    """One page of the tenant's clients, newest first."""
+    """One page of the tenant's clients, newest first (read along the (tenant_id, created_at, id) index, from
+    whichever end is nearer)."""
     query = select(VpnClient).where(VpnClient.tenant_id == tenant_id)
     if search:
         escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(VpnClient.name.ilike(f"%{escaped}%", escape="\\"))
-    return paginate(query.order_by(VpnClient.created_at.desc(), VpnClient.id.desc()), page=page, per_page=per_page)
+    return paginate_from_both_ends(query, (VpnClient.created_at, VpnClient.id), descending=True, page=page,
+                                   per_page=per_page, total=None if search else client_count(tenant_id))
+
+
+def client_count(tenant_id: int) -> int:
+    """How many clients the tenant has (linear in its size), reused until a hint about its clients."""
+    return reuse_until_news(tenant_room(tenant_id), f"portal:clients:count:{tenant_id}", lambda: db.session.scalar(
+        select(func.count()).select_from(VpnClient).where(VpnClient.tenant_id == tenant_id)))
 
 
 def record_download(actor: Actor, client: VpnClient) -> None:

@@ -13,9 +13,10 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import case, func, select, update
+from sqlalchemy import bindparam, case, func, select, update
 
 from portal import live
+from portal.audit.models import AuditEvent
 from portal.audit.service import Actor, record
 from portal.errors import Conflict, DomainError, FieldError
 from portal.extensions import db
@@ -171,16 +172,20 @@ class Visit:
     changes: int
 
 
+# The changes a visit made: its staff member's events in the tenant between its start and end (or now). Built
+# once, its values as parameters: the statement costs more to build than to run.
+_NOW = bindparam("now", type_=Impersonation.ended_at.type)
+_CHANGES = (select(func.count()).where(
+    AuditEvent.tenant_id == Impersonation.tenant_id, AuditEvent.impersonator_id == Impersonation.staff_id,
+    AuditEvent.created_at >= Impersonation.started_at,
+    AuditEvent.created_at <= func.coalesce(Impersonation.ended_at, _NOW),
+    AuditEvent.action.not_in(("support.impersonation_started", "support.impersonation_ended")))
+    .correlate(Impersonation).scalar_subquery())
+_VISITS = (select(Impersonation, _CHANGES).where(Impersonation.tenant_id == bindparam("tenant_id"))
+           .order_by(Impersonation.id.desc()).limit(bindparam("limit")))
+
+
 def visits_to(tenant_id: int, limit: int = 20) -> list[Visit]:
     """The tenant's latest support visits, with how many changes each made (one query for all of them)."""
-    from portal.audit.models import AuditEvent
-
-    changes = (select(func.count()).where(
-        AuditEvent.tenant_id == tenant_id, AuditEvent.impersonator_id == Impersonation.staff_id,
-        AuditEvent.created_at >= Impersonation.started_at,
-        AuditEvent.created_at <= func.coalesce(Impersonation.ended_at, utcnow()),
-        AuditEvent.action.not_in(("support.impersonation_started", "support.impersonation_ended")))
-        .correlate(Impersonation).scalar_subquery())
-    rows = db.session.execute(select(Impersonation, changes).where(Impersonation.tenant_id == tenant_id)
-                              .order_by(Impersonation.id.desc()).limit(limit)).all()
+    rows = db.session.execute(_VISITS, {"tenant_id": tenant_id, "now": utcnow(), "limit": limit}).all()
     return [Visit(visit, count) for visit, count in rows]

@@ -330,6 +330,23 @@ def test_list_searches_and_serves_its_table_to_htmx(app, admin_client, fake):
     assert admin_client.get("/openvpn/clients/999999").status_code == 404
 
 
+def test_the_list_pages_newest_first_from_either_end_and_counts_a_new_client_at_once(app, admin_client, fake):
+    names = [f"page{number}-{name_suffix()}" for number in range(5)]
+    with app.app_context():
+        for name in names:
+            service.add_client(Actor.system("test"), admin_client.tenant_id, name).status = Status.REVOKED
+            db.session.commit()  # revoked: no job of a later test's sweep picks them up
+        for per_page in (1, 2, 3, 5):
+            pages = [service.clients_page(admin_client.tenant_id, page=number, per_page=per_page)
+                     for number in range(1, 7)]
+            assert [client.name for page in pages for client in page.items] == names[::-1], per_page
+            assert {page.total for page in pages} == {5} and not pages[-1].items
+    assert "Page 1 of 1 (5 clients)" in admin_client.get("/openvpn/clients").get_data(as_text=True)
+    add_client(admin_client, f"newest-{name_suffix()}")  # its hint retires the kept count
+    listed = admin_client.get("/openvpn/clients").get_data(as_text=True)
+    assert "Page 1 of 1 (6 clients)" in listed and listed.index("newest-") < listed.index(names[-1])
+
+
 def test_client_panel_is_a_fragment_with_a_stable_id(app, admin_client, fake):
     client_id = client_id_from(add_client(admin_client, f"panel-{name_suffix()}"))
     body = admin_client.get(f"/openvpn/clients/{client_id}/panel", headers={"HX-Request": "true"}).get_data(
