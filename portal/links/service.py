@@ -27,7 +27,7 @@ from pathlib import Path
 
 from flask import current_app
 from redis.exceptions import RedisError
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 
 from portal import live, mail, metrics
 from portal.audit.service import Actor, record
@@ -316,16 +316,18 @@ class Listing:
 
 
 def links_of(target: Target, now: datetime | None = None) -> Listing:
+    """The target's open links, soonest to expire first, and its last few used ones, in one statement."""
     now = now or utcnow()
     column = DownloadLink.configuration_id if isinstance(target, VpnConfiguration) else DownloadLink.client_id
-    open_links = db.session.scalars(
-        select(DownloadLink).where(column == target.id, DownloadLink.used_at.is_(None),
-                                   DownloadLink.revoked_at.is_(None), DownloadLink.expires_at > now)
-        .order_by(DownloadLink.expires_at, DownloadLink.id)).all()
-    used = db.session.scalars(
-        select(DownloadLink).where(column == target.id, DownloadLink.used_at.is_not(None))
-        .order_by(DownloadLink.used_at.desc(), DownloadLink.id.desc()).limit(RECENTLY_USED)).all()
-    return Listing(list(open_links), list(used))
+    recently_used = (select(DownloadLink.id).where(column == target.id, DownloadLink.used_at.is_not(None))
+                     .order_by(DownloadLink.used_at.desc(), DownloadLink.id.desc()).limit(RECENTLY_USED))
+    still_open = and_(DownloadLink.used_at.is_(None), DownloadLink.revoked_at.is_(None), DownloadLink.expires_at > now)
+    links = db.session.scalars(select(DownloadLink).where(
+        column == target.id, or_(still_open, DownloadLink.id.in_(recently_used)))).all()
+    open_links = sorted((link for link in links if link.used_at is None), key=lambda link: (link.expires_at, link.id))
+    used = sorted((link for link in links if link.used_at is not None), key=lambda link: (link.used_at, link.id),
+                  reverse=True)
+    return Listing(open_links, used)
 
 
 # Throttling failed lookups ----------------------------------------------------------------------

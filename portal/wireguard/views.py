@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from sqlalchemy.orm import selectinload
 
 from portal.actions import act, save_form
 from portal.audit.service import events_for
@@ -142,10 +143,14 @@ def delete_router(router_id: int):
                            configuration=router.current_configuration)
 
 
+# A router's page and panels read its configurations and their hubs in one statement after the router's.
+WITH_CONFIGURATIONS = (selectinload(Router.configurations).joinedload(VpnConfiguration.hub),)
+
+
 @blueprint.route("/routers/<int:router_id>")
 @tenant_view_required
 def router(router_id: int):
-    router = get_owned_or_404(Router, router_id, current_tenant_id())
+    router = get_owned_or_404(Router, router_id, current_tenant_id(), WITH_CONFIGURATIONS)
     return render_template("wireguard/router.html", **_router_context(router, ROUTER_PAGE_PARTS))
 
 
@@ -160,7 +165,7 @@ ROUTER_PAGE_PARTS = ("history", "charts")
 @blueprint.route("/routers/<int:router_id>/<any(configuration, steps, traffic):panel>")
 @tenant_view_required
 def router_panel(router_id: int, panel: str):
-    router = get_owned_or_404(Router, router_id, current_tenant_id())
+    router = get_owned_or_404(Router, router_id, current_tenant_id(), WITH_CONFIGURATIONS)
     parts = PANEL_PARTS[panel] if wants_fragment() else ROUTER_PAGE_PARTS
     return page_or_fragment("wireguard/router.html", ROUTER_PANELS[panel], **_router_context(router, parts))
 

@@ -22,12 +22,13 @@ from portal.audit.models import AuditEvent
 from portal.audit.service import Actor
 from portal.devserver import free_port
 from portal.extensions import db
+from portal.links import service as links_service
 from portal.links.models import DownloadLink
 from portal.openvpn import servers
 from portal.openvpn import service as openvpn
 from portal.openvpn.models import OpenVpnServer, Status, VpnClient
 from portal.types import utcnow
-from portal.wireguard.models import Router
+from portal.wireguard.models import Router, VpnConfiguration
 from tests.conftest import add_router, csrf_token, login, post, router_id_from, run_worker, unique
 from tests.conftest import totp_code as fresh_code
 from tests.web.test_mail import Inbox
@@ -429,6 +430,33 @@ def test_support_staff_visiting_the_tenant_cannot_make_links(app, admin_client, 
     assert staff.get(f"/links/routers/{router_id}/panel").status_code == 403
     assert outbox.messages("staff@mail.example") == []
     assert the_link(app, outbox_link(outbox, "owner@mail.example")).revoked_at is None
+
+
+def test_the_panel_lists_open_links_by_expiry_and_the_last_five_used_newest_first(app, admin_client, active_router):
+    _, configuration_id = active_router
+    now = utcnow()
+
+    def link(number: int, expires_in: int, used_ago: int | None = None, revoked: bool = False,
+             configuration: int | None = configuration_id, client: int | None = None) -> DownloadLink:
+        return DownloadLink(kind="email", token_hash=f"{number:064d}", tenant_id=admin_client.tenant_id,
+                            configuration_id=configuration, client_id=client, file_format="ovpn" if client else "rsc",
+                            recipient=f"r{number}@example.com", expires_at=now + timedelta(hours=expires_in),
+                            used_at=now - timedelta(minutes=used_ago) if used_ago is not None else None,
+                            revoked_at=now if revoked else None)
+
+    with app.app_context():
+        client_id = active_openvpn_client(app, admin_client.tenant_id)
+        db.session.add_all([link(1, 48), link(2, 24), link(3, -1), link(4, 24, revoked=True),
+                            *(link(10 + n, 24, used_ago=n) for n in range(7)),
+                            link(30, 24, configuration=None, client=client_id),
+                            link(31, 24, used_ago=0, configuration=None, client=client_id)])
+        db.session.commit()
+        listing = links_service.links_of(db.session.get(VpnConfiguration, configuration_id), now)
+        assert [found.recipient for found in listing.open] == ["r2@example.com", "r1@example.com"]
+        assert [found.recipient for found in listing.used] == [f"r{10 + n}@example.com" for n in range(5)]
+        of_client = links_service.links_of(db.session.get(VpnClient, client_id), now)
+        assert [found.recipient for found in of_client.open] == ["r30@example.com"]
+        assert [found.recipient for found in of_client.used] == ["r31@example.com"]
 
 
 def test_failed_lookups_from_one_address_are_throttled(app, monkeypatch):
