@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,7 +14,7 @@ from flask import Flask, abort, g, jsonify, make_response, render_template, requ
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -46,6 +47,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             _tune_sqlite(db.engine)
+        elif db.engine.dialect.name == "postgresql":
+            _ping_only_when_the_server_spoke(db.engine)
 
     app.url_map.converters["int"] = IdConverter  # before any route is added
     _register_blueprints(app)
@@ -82,6 +85,26 @@ def _tune_sqlite(engine) -> None:
     @event.listens_for(engine, "begin")
     def on_begin(connection):
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _ping_only_when_the_server_spoke(engine) -> None:
+    """Check a pooled PostgreSQL connection before use without a round trip: a server that ends a connection
+    (restart, pg_terminate_backend, idle timeout) says so on its socket, which then reads as ready. Only then is
+    it pinged, and replaced if it does not answer. pool_pre_ping's SELECT 1 on every checkout was one round trip
+    in eight of a page's, on both sides of it."""
+
+    @event.listens_for(engine, "checkout")
+    def check(dbapi_connection, _record, _proxy):
+        spoke, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+        if spoke and not _answers(engine, dbapi_connection):
+            raise DisconnectionError("the database ended this connection")  # the pool connects anew
+
+
+def _answers(engine, dbapi_connection) -> bool:
+    try:
+        return engine.dialect.do_ping(dbapi_connection)
+    except engine.dialect.loaded_dbapi.Error:
+        return False
 
 
 def _register_blueprints(app: Flask) -> None:

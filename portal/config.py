@@ -253,7 +253,8 @@ def flask_config(settings: dict[str, Any]) -> dict[str, Any]:
         "SECRET_KEY": settings["SECRET_KEY"],
         "TESTING": settings["ENV"] == "testing",
         "SQLALCHEMY_DATABASE_URI": settings["DATABASE_URL"],
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # PostgreSQL's pooled connections are checked without a round trip (portal._ping_only_when_the_server_spoke)
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": not settings["DATABASE_URL"].startswith("postgresql")},
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": production,
