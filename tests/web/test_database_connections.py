@@ -15,6 +15,14 @@ def backend_pid() -> int:
     return db.session.scalar(text("SELECT pg_backend_pid()"))
 
 
+def one_pooled_connection() -> int:
+    """Empty the pool, then leave one connection in it; its server process id."""
+    db.engine.dispose()
+    pid = backend_pid()
+    db.session.close()
+    return pid
+
+
 @pytest.fixture
 def postgresql(app):
     with app.app_context():
@@ -27,8 +35,7 @@ def postgresql(app):
 
 def test_a_connection_the_server_ended_is_replaced_before_use(app, postgresql):
     with app.app_context():
-        first = backend_pid()
-        db.session.close()  # back to the pool
+        first = one_pooled_connection()
         with postgresql.connect() as connection:
             assert connection.scalar(text(f"SELECT pg_terminate_backend({first})"))
         time.sleep(0.2)  # the server's goodbye reaches the pooled socket
@@ -37,6 +44,5 @@ def test_a_connection_the_server_ended_is_replaced_before_use(app, postgresql):
 
 def test_a_live_connection_is_reused_as_it_is(app, postgresql):
     with app.app_context():
-        first = backend_pid()
-        db.session.close()
+        first = one_pooled_connection()
         assert backend_pid() == first
