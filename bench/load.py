@@ -163,8 +163,10 @@ def migrate() -> None:
         raise SystemExit(f"flask db upgrade failed:\n{done.stderr[-3000:]}")
 
 
-def start_gunicorn(stack: ExitStack, workers: int, threads: int, timeout: float = 60.0) -> tuple[str, list[int]]:
-    """The page tier as compose.yaml runs it, on a free port; its address and process ids."""
+def start_gunicorn(stack: ExitStack, workers: int, threads: int, timeout: float = 60.0,
+                   root: Path = provision.ROOT) -> tuple[str, list[int]]:
+    """The page tier as compose.yaml runs it, on a free port; its address and process ids. `root` is the checkout
+    whose code it serves (gunicorn imports from its working directory first)."""
     port = free_port()
     provision.LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = stack.enter_context(open(provision.LOG_DIR / "load-gunicorn.log", "w"))  # noqa: SIM115
@@ -172,7 +174,7 @@ def start_gunicorn(stack: ExitStack, workers: int, threads: int, timeout: float 
         [str(Path(sys.executable).with_name("gunicorn")), "-c", "python:portal.gunicorn_conf",
          "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
          "portal.live.tiers:page_tier()"],
-        cwd=provision.ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     stack.callback(stop, master)
     deadline = time.monotonic() + timeout
     while True:
