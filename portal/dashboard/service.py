@@ -10,12 +10,11 @@ from sqlalchemy import and_, func, select
 from portal.dashboard.models import FleetSample
 from portal.extensions import db
 from portal.live import tenant_room
-from portal.live.reuse import reuse_until_news
+from portal.live.reuse import reuse_until_news, tenant_row_count
 from portal.openvpn.models import Status as ClientStatus
 from portal.openvpn.models import VpnClient
 from portal.wireguard.charts import FleetChart, FleetPoint, fleet_chart
-from portal.wireguard.models import ONLINE_WITHIN, Hub, Status, VpnConfiguration
-from portal.wireguard.service import router_count
+from portal.wireguard.models import ONLINE_WITHIN, Hub, Router, Status, VpnConfiguration
 
 HISTORY = timedelta(days=1)  # the span of the routers-online chart
 
@@ -39,7 +38,7 @@ def fleet(tenant_id: int, now: datetime) -> Fleet:
 
 def _count_fleet(tenant_id: int, now: datetime) -> Fleet:
     """The tenant's counts; its live configurations are read once, counted per status and for online."""
-    routers = router_count(tenant_id)
+    routers = tenant_row_count(Router, tenant_id)
     rows = db.session.execute(
         select(VpnConfiguration.status, func.count(), *_monitored_and_online(now))
         .join(Hub, Hub.id == VpnConfiguration.hub_id)

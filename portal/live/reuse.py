@@ -16,8 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import RedisError
+from sqlalchemy import func, select
 
-from portal.live.emit import news_key
+from portal.extensions import db
+from portal.live.emit import news_key, tenant_room
 from portal.redis_client import redis_connection
 
 log = logging.getLogger(__name__)
@@ -42,3 +44,11 @@ def reuse_until_news(room: str, key: str, count: Callable[[], Any], seconds: int
     except RedisError as error:
         log.warning("figures for %s not kept, Redis unavailable: %s", room, error)
     return value
+
+
+def tenant_row_count(model, tenant_id: int) -> int:
+    """How many rows of `model` (routers, OpenVPN clients) the tenant has, counted (linear in its size) only after
+    news of the tenant."""
+    return reuse_until_news(tenant_room(tenant_id), f"portal:rows:{model.__tablename__}:{tenant_id}",
+                            lambda: db.session.scalar(select(func.count()).select_from(model)
+                                                      .where(model.tenant_id == tenant_id)))

@@ -18,8 +18,7 @@ from portal.errors import Conflict, DomainError
 from portal.extensions import db
 from portal.lifecycle import claim_row, compare_and_set, finish_row
 from portal.links.service import CLIENT_REVOKED, revoke_open_links
-from portal.live import tenant_room
-from portal.live.reuse import reuse_until_news
+from portal.live.reuse import tenant_row_count
 from portal.openvpn.models import (
     CLIENT_NAME,
     CLIENT_NAME_RULE,
@@ -134,13 +133,7 @@ def clients_page(tenant_id: int, *, search: str = "", page: int = 1, per_page: i
         escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(VpnClient.name.ilike(f"%{escaped}%", escape="\\"))
     return paginate_from_both_ends(query, (VpnClient.created_at, VpnClient.id), descending=True, page=page,
-                                   per_page=per_page, total=None if search else client_count(tenant_id))
-
-
-def client_count(tenant_id: int) -> int:
-    """How many clients the tenant has (linear in its size), reused until a hint about its clients."""
-    return reuse_until_news(tenant_room(tenant_id), f"portal:clients:count:{tenant_id}", lambda: db.session.scalar(
-        select(func.count()).select_from(VpnClient).where(VpnClient.tenant_id == tenant_id)))
+                                   per_page=per_page, total=None if search else tenant_row_count(VpnClient, tenant_id))
 
 
 def record_download(actor: Actor, client: VpnClient) -> None:

@@ -28,8 +28,7 @@ from portal.ipam.models import TenantSubnet
 from portal.ipam.pool import host_address, hub_address
 from portal.lifecycle import compare_and_set, finish_row
 from portal.links.service import CONFIGURATION_REVOKED, KEYS_ROTATED, revoke_open_links
-from portal.live import tenant_room
-from portal.live.reuse import reuse_until_news
+from portal.live.reuse import tenant_row_count
 from portal.pagination import paginate_from_both_ends
 from portal.wireguard.charts import Sample
 from portal.wireguard.models import KIND, WITH_KEYS, Hub, Router, Status, TrafficSample, VpnConfiguration
@@ -372,13 +371,7 @@ def routers_page(tenant_id: int, *, search: str = "", sort: str = "name", descen
         query = query.where(_on_hub(hub_id))
     unfiltered = not search and status not in STATUS_FILTERS and hub_id is None
     return paginate_from_both_ends(query, SORTS.get(sort, SORTS["name"]), descending=descending, page=page,
-                                   per_page=per_page, total=router_count(tenant_id) if unfiltered else None)
-
-
-def router_count(tenant_id: int) -> int:
-    """How many routers the tenant has (linear in its size), reused until a hint about its routers."""
-    return reuse_until_news(tenant_room(tenant_id), f"portal:routers:count:{tenant_id}", lambda: db.session.scalar(
-        select(func.count()).select_from(Router).where(Router.tenant_id == tenant_id)))
+                                   per_page=per_page, total=tenant_row_count(Router, tenant_id) if unfiltered else None)
 
 
 def _configuration_of_router(*conditions):
