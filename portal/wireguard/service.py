@@ -12,6 +12,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from ipaddress import IPv4Network
+from typing import NamedTuple
 
 from flask import current_app
 from sqlalchemy import and_, delete, exists, func, select
@@ -28,7 +29,7 @@ from portal.ipam.models import TenantSubnet
 from portal.ipam.pool import host_address, hub_address
 from portal.lifecycle import compare_and_set, finish_row
 from portal.links.service import CONFIGURATION_REVOKED, KEYS_ROTATED, revoke_open_links
-from portal.live.reuse import tenant_row_count
+from portal.live.reuse import reuse_until_news, tenant_row_count
 from portal.pagination import paginate_from_both_ends
 from portal.wireguard.charts import Sample
 from portal.wireguard.models import KIND, WITH_KEYS, Hub, Router, Status, TrafficSample, VpnConfiguration
@@ -398,10 +399,18 @@ def _on_hub(hub_id: int):
     return _configuration_of_router(VpnConfiguration.hub_id == hub_id)
 
 
-def hubs_in_use(tenant_id: int) -> list[Hub]:
-    """The hubs that hold (or held) the tenant's configurations, for the list's hub filter."""
+class HubChoice(NamedTuple):
+    id: int
+    name: str
+
+
+def hubs_in_use(tenant_id: int) -> list[HubChoice]:
+    """The hubs that hold (or held) the tenant's configurations, for the list's hub filter: read again only after
+    news of the tenant (a configuration on a new hub is news), or a hub's new name after at most KEEP_SECONDS."""
     used = exists().where(VpnConfiguration.tenant_id == tenant_id, VpnConfiguration.hub_id == Hub.id)
-    return list(db.session.scalars(select(Hub).where(used).order_by(Hub.name)))
+    rows = reuse_until_news(live.tenant_room(tenant_id), f"portal:hubs-in-use:{tenant_id}", lambda: [
+        list(row) for row in db.session.execute(select(Hub.id, Hub.name).where(used).order_by(Hub.name))])
+    return [HubChoice(*row) for row in rows]
 
 
 def routers_by_id(tenant_id: int, router_ids: Collection[int]) -> list[Router]:

@@ -28,7 +28,7 @@ from portal.types import utcnow
 from portal.wireguard import jobs, service
 from portal.wireguard.charts import Chart, chart, traffic_note
 from portal.wireguard.forms import RouterForm
-from portal.wireguard.models import Hub, Router, VpnConfiguration
+from portal.wireguard.models import Router, VpnConfiguration
 
 blueprint = Blueprint("wireguard", __name__)
 
@@ -58,7 +58,7 @@ class Listing:
         return bool(self.search or self.status or self.hub_id)
 
 
-def _listing(hubs: list[Hub]) -> Listing:
+def _listing(hubs: list[service.HubChoice]) -> Listing:
     args = request.args
     hub_id = args.get("hub", type=int)
     return Listing(search=args.get("q", "").strip()[:64],

@@ -15,6 +15,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, func, select, update
 
+from portal import live
 from portal.audit.models import AuditEvent
 from portal.audit.service import Actor
 from portal.extensions import db
@@ -361,8 +362,10 @@ def test_the_hub_filter_offers_the_hubs_the_tenant_uses(app, admin_client, fleet
                      accepts_new_tenants=False)
         db.session.add_all([other_hub, unused])
         db.session.flush()
-        db.session.execute(update(VpnConfiguration).where(VpnConfiguration.router_id.in_(
-            [fleet_in_every_state["failed"], fleet_in_every_state["revoked"]])).values(hub_id=other_hub.id))
+        moved = [fleet_in_every_state["failed"], fleet_in_every_state["revoked"]]
+        db.session.execute(update(VpnConfiguration).where(VpnConfiguration.router_id.in_(moved))
+                           .values(hub_id=other_hub.id))
+        live.status_changed("router", moved[0], admin_client.tenant_id, "failed")  # as a configuration's move tells
         db.session.commit()
         other_id, unused_id = other_hub.id, unused.id
     page = admin_client.get("/routers").get_data(as_text=True)
