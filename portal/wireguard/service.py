@@ -17,7 +17,7 @@ from typing import NamedTuple
 from flask import current_app
 from sqlalchemy import and_, delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm import defer, joinedload, selectinload
 
 from portal import live
 from portal.audit.service import Actor, record
@@ -362,7 +362,8 @@ def routers_page(tenant_id: int, *, search: str = "", sort: str = "name", descen
 
     Search is a case-insensitive substring of the name, `lower(name) LIKE '%term%'`, which a trigram index
     serves on PostgreSQL (migration 0016)."""
-    query = select(Router).where(Router.tenant_id == tenant_id).options(joinedload(Router.configurations))
+    query = (select(Router).where(Router.tenant_id == tenant_id)
+             .options(joinedload(Router.configurations), defer(Router.api_password)))  # no list shows it
     if search:
         escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(func.lower(Router.name).like(f"%{escaped}%", escape="\\"))
