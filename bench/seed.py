@@ -110,7 +110,8 @@ def _routers_and_configurations(tenant_id: int, count: int, now: datetime, rng: 
     created = [now - HISTORY_SPAN * (1 - index / count) for index in range(count)]
     db.session.execute(insert(Router), [
         {"tenant_id": tenant_id, "name": f"{CITIES[index % len(CITIES)]}-{index:05d}",
-         "note": f"rack {index % 40}, bench router", "created_at": created[index]} for index in range(count)])
+         "note": f"rack {index % 40}, bench router", "created_at": created[index], **_api_access(index)}
+        for index in range(count)])
     router_ids = list(db.session.scalars(select(Router.id).where(Router.tenant_id == tenant_id).order_by(Router.id)))
 
     rows, host_index = [], FIRST_ROUTER_HOST_INDEX
@@ -129,6 +130,15 @@ def _routers_and_configurations(tenant_id: int, count: int, now: datetime, rng: 
         db.session.execute(insert(FreeAddress), [{"subnet_id": subnet.id, "host_index": i} for i in freed])
     subnet.next_host = host_index
     return rows
+
+
+def _api_access(index: int) -> dict:
+    """Every second router is reached over the RouterOS API, as an operator's managed routers are: an address, a
+    user and a password (encrypted by the column's type, as the portal stores it)."""
+    if index % 2:
+        return {"api_address": None, "api_username": None, "api_password": None}
+    return {"api_address": f"gw-{index:05d}.bench.example", "api_username": "portal",
+            "api_password": f"bench-api-password-{index}"}
 
 
 def _configuration(tenant_id: int, router_id: int, subnet, host_index: int, status: str, made: datetime,
