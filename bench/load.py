@@ -106,7 +106,8 @@ Outcome = tuple[int, float, int]
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--routers", type=int, nargs="+", default=None,
-                        help="tenant sizes, smallest first (default 1000 10000; --quick 200 1000)")
+                        help="tenant sizes, smallest first (default 1000 10000; --quick 1000 2000, the smallest "
+                             "sizes whose search fills a page)")
     parser.add_argument("--rate", type=float, default=100.0, help="open-loop requests/s (default 100)")
     parser.add_argument("--duration", type=float, default=None, help="open-loop seconds (default 60; --quick 10)")
     parser.add_argument("--closed-duration", type=float, default=None,
@@ -124,13 +125,13 @@ def parse_args() -> argparse.Namespace:
                         help="PostgreSQL database to wipe and use (default PORTAL_DATABASE_URL, else %(default)s)")
     parser.add_argument("--redis-url", default=os.environ.get("PORTAL_REDIS_URL"),
                         help="Redis database to flush and use (default PORTAL_REDIS_URL, else an embedded one)")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 200 and 1,000 routers, 10 s")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 1,000 and 2,000 routers, 10 s")
     parser.add_argument("--explain", type=int, default=0, metavar="N",
                         help="profile the N slowest pages at the largest size and EXPLAIN ANALYZE their SQL")
     parser.add_argument("--force", action="store_true",
                         help="wipe the database even if its name does not contain 'bench'")
     args = parser.parse_args()
-    args.routers = sorted(set(args.routers or ([200, 1000] if args.quick else [1000, 10_000])))
+    args.routers = sorted(set(args.routers or ([1000, 2000] if args.quick else [1000, 10_000])))
     args.duration = args.duration or (10.0 if args.quick else 60.0)
     args.closed_duration = args.closed_duration or (5.0 if args.quick else 20.0)
     args.sequential = args.sequential or (50 if args.quick else 200)
