@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import logging
 import os
 import re
 import shutil
@@ -88,6 +89,9 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
     if "redis" in _state:
+        # The live layer's listener thread outlives the session: it would report the lost queue to a log stream
+        # pytest has already closed ("--- Logging error ---" after the summary).
+        logging.getLogger("portal.live.server").disabled = True
         stop(_state["redis"])
     if "tmp" in _state:
         _state["tmp"].cleanup()
