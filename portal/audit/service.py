@@ -308,5 +308,5 @@ def seen(tenant_id: int) -> dict[str, list[str]]:
     """The tenant's actions and actors, the filters' choices: kept until the tenant's room hears news, for at most
     `KEEP_SECONDS` (an action or actor new since shows in the lists that late at worst; filtering on it works at
     once)."""
-    return reuse_until_news(live.tenant_room(tenant_id), f"portal:audit:seen:{tenant_id}", lambda: {
+    return reuse_until_news(tenant_id, "audit:seen", lambda: {
         "actions": _distinct(AuditEvent.action, tenant_id), "actors": _distinct(AuditEvent.actor_label, tenant_id)})

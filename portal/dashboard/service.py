@@ -9,7 +9,6 @@ from sqlalchemy import and_, func, select
 
 from portal.dashboard.models import FleetSample
 from portal.extensions import db
-from portal.live import tenant_room
 from portal.live.reuse import reuse_until_news, tenant_row_count
 from portal.openvpn.models import Status as ClientStatus
 from portal.openvpn.models import VpnClient
@@ -31,8 +30,7 @@ class Fleet:
 
 def fleet(tenant_id: int, now: datetime) -> Fleet:
     """The tenant's counts (linear in its size), reused until a hint about its routers or clients."""
-    counted = reuse_until_news(tenant_room(tenant_id), f"portal:dashboard:fleet:{tenant_id}",
-                               lambda: asdict(_count_fleet(tenant_id, now)))
+    counted = reuse_until_news(tenant_id, "dashboard:fleet", lambda: asdict(_count_fleet(tenant_id, now)))
     return Fleet(**counted)
 
 
@@ -62,7 +60,7 @@ def _monitored_and_online(now: datetime) -> tuple:
 
 def live_configurations(tenant_id: int) -> int:
     """Configurations that hold an address (every status but revoked), reused like `fleet`'s counts."""
-    return reuse_until_news(tenant_room(tenant_id), f"portal:dashboard:live:{tenant_id}", lambda: db.session.scalar(
+    return reuse_until_news(tenant_id, "dashboard:live", lambda: db.session.scalar(
         select(func.count()).select_from(VpnConfiguration).where(
             VpnConfiguration.tenant_id == tenant_id, VpnConfiguration.status != Status.REVOKED)))
 

@@ -18,7 +18,6 @@ from portal.errors import DomainError
 from portal.extensions import db
 from portal.ipam.models import FreeAddress, TenantSubnet
 from portal.ipam.pool import FIRST_ROUTER_HOST_INDEX, Pool, last_host_index, lowest_free_index, usable_hosts
-from portal.live.emit import tenant_room
 from portal.live.reuse import reuse_until_news
 
 SUBNET_RACE_RETRIES = 5
@@ -115,7 +114,7 @@ class SubnetUsage:
 def usage(tenant_id: int) -> SubnetUsage | None:
     """Used, free and total host addresses of the tenant's subnet (the hub's counts as used), reused until news
     in the tenant's room: taking or freeing an address publishes a usage hint (`portal.live.usage_changed`)."""
-    counted = reuse_until_news(tenant_room(tenant_id), f"portal:ipam:usage:{tenant_id}", lambda: _count(tenant_id))
+    counted = reuse_until_news(tenant_id, "ipam:usage", lambda: _count(tenant_id))
     if counted is None:
         return None
     network, used = counted

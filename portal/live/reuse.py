@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 KEEP_SECONDS = 10  # the longest a figure is reused (online means a handshake within minutes: that stale at worst)
 
 
-def reuse_until_news(room: str, key: str, count: Callable[[], Any], seconds: int = KEEP_SECONDS) -> Any:
-    """`count()`'s JSON-able value, reused from Redis while `room` has had no news for at most `seconds`."""
+def reuse_until_news(tenant_id: int, figure: str, count: Callable[[], Any], seconds: int = KEEP_SECONDS) -> Any:
+    """`count()`'s JSON-able value, the tenant's `figure`, reused from Redis while the tenant's room has had no news,
+    for at most `seconds`."""
+    room, key = tenant_room(tenant_id), f"portal:figures:{figure}:{tenant_id}"
     try:
         redis = redis_connection()
         news, stored = redis.mget(news_key(room), key)
@@ -49,6 +51,6 @@ def reuse_until_news(room: str, key: str, count: Callable[[], Any], seconds: int
 def tenant_row_count(model, tenant_id: int) -> int:
     """How many rows of `model` (routers, OpenVPN clients) the tenant has, counted (linear in its size) only after
     news of the tenant."""
-    return reuse_until_news(tenant_room(tenant_id), f"portal:rows:{model.__tablename__}:{tenant_id}",
+    return reuse_until_news(tenant_id, f"rows:{model.__tablename__}",
                             lambda: db.session.scalar(select(func.count()).select_from(model)
                                                       .where(model.tenant_id == tenant_id)))

@@ -409,7 +409,7 @@ def hubs_in_use(tenant_id: int) -> list[HubChoice]:
     """The hubs that hold (or held) the tenant's configurations, for the list's hub filter: read again only after
     news of the tenant (a configuration on a new hub is news), or a hub's new name after at most KEEP_SECONDS."""
     used = exists().where(VpnConfiguration.tenant_id == tenant_id, VpnConfiguration.hub_id == Hub.id)
-    rows = reuse_until_news(live.tenant_room(tenant_id), f"portal:hubs-in-use:{tenant_id}", lambda: [
+    rows = reuse_until_news(tenant_id, "hubs-in-use", lambda: [
         list(row) for row in db.session.execute(select(Hub.id, Hub.name).where(used).order_by(Hub.name))])
     return [HubChoice(*row) for row in rows]
 

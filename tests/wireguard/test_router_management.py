@@ -24,7 +24,7 @@ from portal.routeros.models import RouterPush
 from portal.types import utcnow
 from portal.wireguard import fleet
 from portal.wireguard.fleet_models import RouterImportItem
-from portal.wireguard.models import Hub, Router, Status, TrafficSample, VpnConfiguration
+from portal.wireguard.models import KIND, Hub, Router, Status, TrafficSample, VpnConfiguration
 from portal.wireguard.render import WG_QUICK_INTERFACE
 from tests.conftest import add_router, configuration_of, login, post, router_id_from, run_worker
 from tests.routeros.fake_routeros import RouterState
@@ -363,9 +363,10 @@ def test_the_hub_filter_offers_the_hubs_the_tenant_uses(app, admin_client, fleet
         db.session.add_all([other_hub, unused])
         db.session.flush()
         moved = [fleet_in_every_state["failed"], fleet_in_every_state["revoked"]]
-        db.session.execute(update(VpnConfiguration).where(VpnConfiguration.router_id.in_(moved))
-                           .values(hub_id=other_hub.id))
-        live.status_changed("router", moved[0], admin_client.tenant_id, "failed")  # as a configuration's move tells
+        moves = db.session.execute(update(VpnConfiguration).where(VpnConfiguration.router_id.in_(moved))
+                                   .values(hub_id=other_hub.id).returning(VpnConfiguration.id, VpnConfiguration.status))
+        for configuration_id, status in moves:  # the hints the product's own changes publish
+            live.status_changed(KIND, configuration_id, admin_client.tenant_id, status)
         db.session.commit()
         other_id, unused_id = other_hub.id, unused.id
     page = admin_client.get("/routers").get_data(as_text=True)
