@@ -89,9 +89,9 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
     if "redis" in _state:
-        # The live layer's listener thread outlives the session: it would report the lost queue to a log stream
-        # pytest has already closed ("--- Logging error ---" after the summary).
-        logging.getLogger("portal.live.server").disabled = True
+        # The app's background threads (the live listener, the metrics flusher) outlive the session: they would
+        # report the lost Redis to a log stream pytest has already closed ("--- Logging error ---" after the summary).
+        logging.disable()
         stop(_state["redis"])
     if "tmp" in _state:
         _state["tmp"].cleanup()
